@@ -1,0 +1,12 @@
+"""Top-level conftest: Hypothesis profiles and the deploy_parity pytest plugins.
+
+Profiles are registered at import, before Hypothesis's own plugin reads
+--hypothesis-profile; HYPOTHESIS_PROFILE picks one when the option is absent.
+"""
+
+from deploy_parity.hypothesis_profiles import load_default_profile, register_profiles
+
+register_profiles()
+load_default_profile()
+
+pytest_plugins = ["fixtures.selection", "fixtures.harness", "fixtures.reporting"]

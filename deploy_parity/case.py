@@ -1,0 +1,176 @@
+"""Declarative description of one model under test: a `ModelCase`.
+
+A case says how to build the reference PyTorch model and the module that gets
+exported, what inputs it accepts (names, dtypes, layout, size and batch space), what
+its outputs are and how to read them as boxes / keypoints / masks, and, optionally,
+which already-exported .onnx / .engine files to load instead of exporting.
+
+Sizes are always (height, width) inside the harness, spelled out by name wherever
+they cross an API: the pose bug this harness was built for came from mixing the two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Sequence
+
+import numpy as np
+
+from deploy_parity.errors import ModelCaseError
+
+# How a deploy graph's spatial size is bound.
+#  dynamic:  one graph, dynamic H and W within the case's SizeSpace.
+#  per-size: the deploy module is specialised to one input size (precomputed priors, as
+#            in MMDeploy static configs); the harness exports one graph per size it tests.
+#  fixed:    one graph for one size only (the export size); other sizes are refused.
+SPATIAL_BINDINGS = ("dynamic", "per-size", "fixed")
+
+INPUT_ROLES = (
+    "image",  # (N, C, H, W)
+    "image_size_wh",  # (N, 2) = [width, height] of each image, integer
+)
+
+OUTPUT_KINDS = ("boxes", "scores", "labels", "keypoints", "masks", "count", "raw")
+
+
+@dataclass(frozen=True)
+class SizeSpace:
+    """Image sizes a model accepts. Strategies draw from it; runners refuse outside it."""
+
+    min_side: int
+    max_side: int
+    multiple_of: int = 1  # 1 = any size; e.g. 32 for a model whose deploy grid needs it
+    max_aspect: float = 4.0
+    export_height: int = 0  # the size the model is exported/validated at (an @example)
+    export_width: int = 0
+
+    def __post_init__(self):
+        if not (0 < self.min_side <= self.max_side):
+            raise ModelCaseError(f"SizeSpace: need 0 < min_side <= max_side, got {self}")
+        if self.export_height and not self.accepts(self.export_height, self.export_width):
+            raise ModelCaseError(f"SizeSpace: export size {self.export_height}x{self.export_width} outside {self}")
+
+    def accepts(self, height: int, width: int) -> bool:
+        return not self.why_not(height, width)
+
+    def why_not(self, height: int, width: int) -> str:
+        """Empty if (height, width) is accepted, else the reason."""
+        for label, side in (("height", height), ("width", width)):
+            if not (self.min_side <= side <= self.max_side):
+                return f"{label} {side} outside [{self.min_side}, {self.max_side}]"
+            if side % self.multiple_of:
+                return f"{label} {side} is not a multiple of {self.multiple_of}"
+        aspect = max(height, width) / min(height, width)
+        if aspect > self.max_aspect + 1e-9:
+            return f"aspect {aspect:.2f} exceeds {self.max_aspect}"
+        return ""
+
+    def describe(self) -> str:
+        mult = f", multiples of {self.multiple_of}" if self.multiple_of > 1 else ""
+        return f"sides in [{self.min_side}, {self.max_side}]{mult}, aspect <= {self.max_aspect}"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    role: str
+    dtypes: tuple  # accepted numpy dtype names; the first is the export default
+    channels: int = 3
+
+    def __post_init__(self):
+        if self.role not in INPUT_ROLES:
+            raise ModelCaseError(f"input {self.name}: role {self.role!r} not in {INPUT_ROLES}")
+        if not self.dtypes:
+            raise ModelCaseError(f"input {self.name}: declare at least one dtype")
+        for dt in self.dtypes:
+            np.dtype(dt)  # raises on a typo
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    name: str
+    kind: str
+    description: str = ""
+
+    def __post_init__(self):
+        if self.kind not in OUTPUT_KINDS:
+            raise ModelCaseError(f"output {self.name}: kind {self.kind!r} not in {OUTPUT_KINDS}")
+
+
+@dataclass(frozen=True)
+class DeployTarget:
+    """What a deploy module / exported graph is specialised to."""
+
+    height: Optional[int]  # None when the graph is dynamic in H/W
+    width: Optional[int]
+    dtypes: tuple  # one dtype name per input, in input order
+
+    def key(self) -> str:
+        size = "dyn" if self.height is None else f"{self.height}x{self.width}"
+        return f"{size}-{'-'.join(self.dtypes)}"
+
+
+@dataclass
+class ModelCase:
+    """One model under test. See models/pose_rtmo.py for a complete example."""
+
+    name: str
+    description: str
+    build_reference: Callable[[], "object"]  # -> torch.nn.Module in eval mode (eager)
+    build_deploy: Callable[[DeployTarget], "object"]  # -> the torch.nn.Module to export
+    inputs: Sequence[InputSpec]
+    outputs: Sequence[OutputSpec]
+    sizes: SizeSpace
+    # (outputs of one batch, sample index, image (height, width)) -> Instances
+    to_instances: Callable
+    max_batch: int = 1
+    spatial_binding: str = "dynamic"
+    score_threshold: Optional[float] = None
+    topk: Optional[int] = None  # fixed number of instances per image, if the model keeps top-k
+    keypoint_sigmas: Optional[np.ndarray] = None
+    index_wise_keypoints: bool = False
+    # Already-exported artifacts a user brings; loaded instead of exporting.
+    onnx_path: Optional[Path] = None
+    engine_path: Optional[Path] = None
+    tolerance_overrides: Mapping = field(default_factory=dict)
+    default: bool = True  # part of the default run (broken variants are not)
+    bug_class: Optional[int] = None
+    broken_variant_of: Optional[str] = None
+    # (height, width, batch, seed, dtypes) -> dict of numpy inputs; default: seeded noise
+    make_feed: Optional[Callable] = None
+    source_files: Sequence[str] = ()  # extra files whose content keys the export cache
+
+    def __post_init__(self):
+        if self.spatial_binding not in SPATIAL_BINDINGS:
+            raise ModelCaseError(f"{self.name}: spatial_binding {self.spatial_binding!r} not in {SPATIAL_BINDINGS}")
+        if self.max_batch < 1:
+            raise ModelCaseError(f"{self.name}: max_batch must be >= 1")
+        if self.spatial_binding == "fixed" and not self.sizes.export_height:
+            raise ModelCaseError(f"{self.name}: a fixed-size case must name its export size")
+        names = [i.name for i in self.inputs]
+        if len(set(names)) != len(names):
+            raise ModelCaseError(f"{self.name}: duplicate input names {names}")
+        if not any(i.role == "image" for i in self.inputs):
+            raise ModelCaseError(f"{self.name}: needs one input with role 'image'")
+        self.onnx_path = Path(self.onnx_path) if self.onnx_path else None
+        self.engine_path = Path(self.engine_path) if self.engine_path else None
+
+    @property
+    def input_names(self) -> list:
+        return [i.name for i in self.inputs]
+
+    @property
+    def output_names(self) -> list:
+        return [o.name for o in self.outputs]
+
+    def default_dtypes(self) -> tuple:
+        return tuple(i.dtypes[0] for i in self.inputs)
+
+    def deploy_target(self, height: int, width: int, dtypes: Sequence[str]) -> DeployTarget:
+        """The graph that serves this (size, dtypes): per-size graphs are keyed by size."""
+        if self.spatial_binding == "dynamic":
+            return DeployTarget(None, None, tuple(dtypes))
+        if self.spatial_binding == "fixed":
+            return DeployTarget(self.sizes.export_height, self.sizes.export_width, tuple(dtypes))
+        return DeployTarget(height, width, tuple(dtypes))

@@ -1,0 +1,1 @@
+"""Comparators: judge a candidate backend's outputs against the reference's."""

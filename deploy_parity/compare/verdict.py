@@ -1,0 +1,81 @@
+"""Verdicts and comparison results shared by every comparator."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Verdict(str, enum.Enum):
+    PASS = "pass"
+    FAIL = "fail"
+    # The reference itself sits on a decision boundary (two near-equal peaks, a score at
+    # the threshold): a difference there is not evidence of a bug. Counted, and a suite
+    # fails when too many cases are ambiguous, so a model cannot hide behind it.
+    AMBIGUOUS = "ambiguous"
+    # Nothing to compare (the reference found no instances): never counted as a pass.
+    VACUOUS = "vacuous"
+    # The artifact cannot take this input (size outside its accepted shapes): refused
+    # with a clear message, neither a parity failure nor a pass.
+    REFUSED = "refused"
+
+
+# Combining verdicts of several outputs of one case: the worst wins in this order.
+_SEVERITY = {Verdict.FAIL: 4, Verdict.REFUSED: 3, Verdict.AMBIGUOUS: 2, Verdict.VACUOUS: 1, Verdict.PASS: 0}
+
+
+def combine(verdicts) -> Verdict:
+    """Worst verdict of several comparisons. A mix of PASS and VACUOUS is PASS only if
+    at least one comparison passed; all VACUOUS stays VACUOUS."""
+    verdicts = list(verdicts)
+    if not verdicts:
+        return Verdict.VACUOUS
+    worst = max(verdicts, key=lambda v: _SEVERITY[v])
+    if worst == Verdict.VACUOUS and Verdict.PASS in verdicts:
+        return Verdict.PASS
+    return worst
+
+
+@dataclass
+class Comparison:
+    """The judgement of one output (or one structured view: boxes, keypoints, masks)."""
+
+    kind: str  # "tensor", "boxes", "keypoints", "masks", ...
+    output: str  # output name (or a label such as "sample 1 / boxes")
+    verdict: Verdict
+    metrics: dict[str, float] = field(default_factory=dict)
+    message: str = ""
+    tolerance: dict[str, Any] = field(default_factory=dict)
+    tolerance_source: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict == Verdict.FAIL
+
+    def to_record(self) -> dict:
+        """JSON-safe dict (NaN and inf written as strings so JSON stays valid)."""
+
+        def clean(v):
+            if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+                return str(v)
+            if isinstance(v, dict):
+                return {k: clean(x) for k, x in v.items()}
+            if isinstance(v, (list, tuple)):
+                return [clean(x) for x in v]
+            if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:
+                return clean(v.item())
+            return v
+
+        return {
+            "kind": self.kind,
+            "output": self.output,
+            "verdict": self.verdict.value,
+            "metrics": clean(self.metrics),
+            "message": self.message,
+            "tolerance": clean(self.tolerance),
+            "tolerance_source": self.tolerance_source,
+            "evidence": clean(self.evidence),
+        }

@@ -1,0 +1,1 @@
+"""Exporters: torch -> ONNX (cached on disk)."""

@@ -1,0 +1,57 @@
+"""Hypothesis settings profiles: dev (quick), ci (derandomized, fast), nightly (deep).
+
+Chosen with Hypothesis's own `--hypothesis-profile NAME` option or HYPOTHESIS_PROFILE.
+Exports and model runs are slow next to Hypothesis's defaults, so deadlines are off
+everywhere (speed is measured in benchmarks, never asserted in tests).
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, Phase, settings
+
+PROFILES = ("dev", "ci", "nightly", "replay")
+ENV_VAR = "HYPOTHESIS_PROFILE"
+
+# Model tests draw a handful of expensive examples; a fixture per model/backend is
+# shared across examples on purpose (runners are stateless between calls).
+_SUPPRESSED = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large]
+
+
+def register_profiles() -> None:
+    settings.register_profile("dev", max_examples=8, deadline=None, suppress_health_check=_SUPPRESSED)
+    settings.register_profile(
+        "ci",
+        max_examples=10,
+        deadline=None,
+        derandomize=True,  # the same examples on every run and machine
+        database=None,  # nothing remembered between runs: CI must not depend on history
+        print_blob=True,
+        suppress_health_check=_SUPPRESSED,
+    )
+    settings.register_profile(
+        "nightly",
+        max_examples=100,
+        deadline=None,
+        print_blob=True,
+        suppress_health_check=_SUPPRESSED,
+    )
+    # --replay runs exactly one given case: no explicit examples, one generated one.
+    settings.register_profile(
+        "replay",
+        max_examples=1,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=_SUPPRESSED,
+    )
+
+
+def load_default_profile() -> str:
+    """Load HYPOTHESIS_PROFILE (or dev). --hypothesis-profile, if given, loads later and wins."""
+    name = os.environ.get(ENV_VAR, "dev")
+    if name not in PROFILES:
+        raise ValueError(f"{ENV_VAR}={name!r}: known profiles are {PROFILES}")
+    settings.load_profile(name)
+    return name

@@ -1,0 +1,71 @@
+"""Deterministic feeds for a model case.
+
+Every sample i of a feed comes from its own generator seeded with (seed, i), so the
+same image appears whether it is run alone or inside a batch, and every backend sees
+identical bytes. Models whose reference needs real content (people, objects) give
+the case a `make_feed` that renders synthetic scenes instead of noise.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from deploy_parity.errors import HarnessError
+
+
+def image_uint8(height: int, width: int, seed: int, sample: int, channels: int = 3) -> np.ndarray:
+    """Smooth noise plus a few bright blobs: structure at several scales, unlike white noise."""
+    rng = np.random.default_rng([seed, sample])
+    coarse = rng.uniform(0, 255, size=(channels, max(2, height // 16), max(2, width // 16)))
+    rows = np.linspace(0, coarse.shape[1] - 1, height)
+    cols = np.linspace(0, coarse.shape[2] - 1, width)
+    r0 = np.floor(rows).astype(int).clip(0, coarse.shape[1] - 2)
+    c0 = np.floor(cols).astype(int).clip(0, coarse.shape[2] - 2)
+    fr = (rows - r0)[None, :, None]
+    fc = (cols - c0)[None, None, :]
+    top = coarse[:, r0][:, :, c0] * (1 - fc) + coarse[:, r0][:, :, c0 + 1] * fc
+    bottom = coarse[:, r0 + 1][:, :, c0] * (1 - fc) + coarse[:, r0 + 1][:, :, c0 + 1] * fc
+    image = top * (1 - fr) + bottom * fr
+    yy, xx = np.mgrid[0:height, 0:width]
+    for _ in range(int(rng.integers(1, 4))):
+        cy, cx = rng.uniform(0, height), rng.uniform(0, width)
+        radius = rng.uniform(0.05, 0.2) * min(height, width)
+        blob = ((yy - cy) ** 2 + (xx - cx) ** 2) < radius**2
+        image[:, blob] = rng.uniform(0, 255, size=(channels, 1))
+    # Noise last: flat regions would give neighbouring cells bit-identical features, and
+    # so exact score ties that no backend is obliged to break the same way.
+    image += rng.normal(0, 12, size=image.shape)
+    return image.clip(0, 255).astype(np.uint8)
+
+
+def as_image_dtype(image_u8: np.ndarray, dtype: str) -> np.ndarray:
+    """uint8 stays 0..255; float inputs are 0..1 (the models' declared convention)."""
+    if dtype == "uint8":
+        return image_u8
+    if np.dtype(dtype).kind == "f":
+        return (image_u8.astype(np.float32) / 255.0).astype(dtype)
+    raise HarnessError(f"no image convention for dtype {dtype}")
+
+
+def make_feed(case, height: int, width: int, batch: int, seed: int, dtypes: Optional[Sequence[str]] = None) -> dict:
+    """The feed for one example: {input name: array} in the requested dtypes."""
+    dtypes = tuple(dtypes or case.default_dtypes())
+    if len(dtypes) != len(case.inputs):
+        raise HarnessError(f"{case.name}: {len(dtypes)} dtypes for {len(case.inputs)} inputs")
+    if case.make_feed is not None:
+        return case.make_feed(height=height, width=width, batch=batch, seed=seed, dtypes=dtypes)
+    feed = {}
+    for spec, dtype in zip(case.inputs, dtypes):
+        if spec.role == "image":
+            images = np.stack([image_uint8(height, width, seed, i, spec.channels) for i in range(batch)])
+            feed[spec.name] = as_image_dtype(images, dtype)
+        elif spec.role == "image_size_wh":
+            feed[spec.name] = np.tile(np.array([[width, height]], dtype=dtype), (batch, 1))
+    return feed
+
+
+def take_sample(feed: dict, index: int) -> dict:
+    """Sample `index` of a batched feed, as a batch of one."""
+    return {name: np.ascontiguousarray(array[index : index + 1]) for name, array in feed.items()}

@@ -1,0 +1,62 @@
+"""Active runners, built once and reused across examples (exports and sessions are costly)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from deploy_parity.backends import Backend, RunnerContext, reference_runner
+from deploy_parity.case import DeployTarget, ModelCase
+
+
+class RunnerPool:
+    """Keeps up to `capacity` activated candidate runners (LRU) plus one reference per case.
+
+    Per-size graphs mean one runner per tested size; the LRU bound keeps memory flat
+    during a long nightly run while Hypothesis's shrinking (which revisits sizes) still
+    hits the pool.
+    """
+
+    def __init__(self, context: RunnerContext, capacity: int = 24):
+        self.context = context
+        self.capacity = capacity
+        self._runners: OrderedDict = OrderedDict()
+        self._references: dict = {}
+        # Inference time of runners already evicted, so the overhead figure stays whole.
+        self._retired_seconds = 0.0
+        self._retired_calls = 0
+
+    def reference(self, case: ModelCase):
+        if case.name not in self._references:
+            self._references[case.name] = reference_runner(case).activate()
+        return self._references[case.name]
+
+    def get(self, case: ModelCase, backend: Backend, target: DeployTarget):
+        key = (case.name, backend.name, target)
+        if key in self._runners:
+            self._runners.move_to_end(key)
+            return self._runners[key]
+        runner = backend.factory(case, target, self.context).activate()
+        self._runners[key] = runner
+        while len(self._runners) > self.capacity:
+            _, old = self._runners.popitem(last=False)
+            self._retire(old)
+        return runner
+
+    def _retire(self, runner):
+        self._retired_seconds += runner.inference_seconds
+        self._retired_calls += runner.inference_calls
+        runner.deactivate()
+
+    def inference_seconds(self) -> float:
+        runners = list(self._runners.values()) + list(self._references.values())
+        return self._retired_seconds + sum(r.inference_seconds for r in runners)
+
+    def inference_calls(self) -> int:
+        runners = list(self._runners.values()) + list(self._references.values())
+        return self._retired_calls + sum(r.inference_calls for r in runners)
+
+    def close(self):
+        for runner in list(self._runners.values()) + list(self._references.values()):
+            self._retire(runner)
+        self._runners.clear()
+        self._references.clear()

@@ -1,0 +1,108 @@
+"""Hypothesis strategies built from a model case's declared input space.
+
+Everything a parity example needs is drawn here: image size (H != W, aspect up to the
+case's limit, multiples of the stride where the model needs them, any size where it
+claims to take any), batch size and one dtype per input. Integers shrink towards the
+smallest accepted size and batch, so a failure shrinks to the smallest reproducing case.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from hypothesis import strategies as st
+
+from deploy_parity.bounds import ShapeBounds
+from deploy_parity.errors import HarnessError
+
+
+@dataclass(frozen=True)
+class ParityExample:
+    height: int
+    width: int
+    batch: int
+    dtypes: tuple
+    seed: int
+
+    def replay_arg(self) -> str:
+        return f"h={self.height},w={self.width},batch={self.batch},dtypes={'+'.join(self.dtypes)},seed={self.seed}"
+
+    @classmethod
+    def parse(cls, text: str) -> "ParityExample":
+        try:
+            fields = dict(part.split("=", 1) for part in text.split(","))
+            return cls(
+                height=int(fields["h"]),
+                width=int(fields["w"]),
+                batch=int(fields["batch"]),
+                dtypes=tuple(fields["dtypes"].split("+")),
+                seed=int(fields["seed"]),
+            )
+        except (KeyError, ValueError) as exc:
+            raise HarnessError(
+                f"--replay {text!r}: expected 'h=H,w=W,batch=B,dtypes=D1+D2,seed=S' ({exc})"
+            ) from exc
+
+    def describe(self) -> str:
+        return f"{self.height}x{self.width} (HxW) batch {self.batch} dtypes {'/'.join(self.dtypes)} seed {self.seed}"
+
+
+def _side_steps(bounds: ShapeBounds):
+    m = bounds.multiple_of
+    return math.ceil(bounds.min_side / m), bounds.max_side // m
+
+
+@st.composite
+def image_sizes(draw, bounds: ShapeBounds):
+    """(height, width) within the bounds. Drawn as multiples of `multiple_of`, so when the
+    model takes any size (multiple_of == 1) odd and non-stride sizes come up too."""
+    if bounds.fixed_height is not None:
+        return bounds.fixed_height, bounds.fixed_width
+    m = bounds.multiple_of
+    lo, hi = _side_steps(bounds)
+    if lo > hi:
+        raise HarnessError(f"no size in {bounds}")
+    height = m * draw(st.integers(lo, hi))
+    w_lo = max(lo, math.ceil(height / bounds.max_aspect / m))
+    w_hi = min(hi, math.floor(height * bounds.max_aspect / m))
+    width = m * draw(st.integers(w_lo, w_hi))
+    return height, width
+
+
+def batch_sizes(bounds: ShapeBounds, min_batch: int = 0):
+    return st.integers(max(bounds.min_batch, min_batch), bounds.max_batch)
+
+
+def input_dtypes(case):
+    """One dtype per input, from each input's declared accepted dtypes."""
+    return st.tuples(*(st.sampled_from(spec.dtypes) for spec in case.inputs))
+
+
+@st.composite
+def parity_examples(draw, case, bounds: ShapeBounds, min_batch: int = 1):
+    height, width = draw(image_sizes(bounds))
+    batch = draw(batch_sizes(bounds, min_batch))
+    dtypes = draw(input_dtypes(case))
+    seed = draw(st.integers(0, 2**16))
+    return ParityExample(height, width, batch, tuple(dtypes), seed)
+
+
+def square_control(case, bounds: ShapeBounds) -> ParityExample:
+    """The square, batch-1, default-dtype input that hid all five bug classes."""
+    side = bounds.fixed_height or case.sizes.export_height or bounds.min_side
+    if bounds.fixed_height is not None and bounds.fixed_height != bounds.fixed_width:
+        side = bounds.fixed_height  # a fixed rectangular artifact has no square size
+        return ParityExample(bounds.fixed_height, bounds.fixed_width, bounds.min_batch, case.default_dtypes(), 0)
+    return ParityExample(side, side, bounds.min_batch, case.default_dtypes(), 0)
+
+
+def export_size_example(case, bounds: ShapeBounds) -> ParityExample:
+    height = bounds.fixed_height or case.sizes.export_height or bounds.min_side
+    width = bounds.fixed_width or case.sizes.export_width or bounds.min_side
+    return ParityExample(height, width, bounds.min_batch, case.default_dtypes(), 1)
+
+
+# Sentinels for @example: resolved per model case inside the test (examples are static).
+SQUARE_CONTROL = "square-control"
+EXPORT_SIZE = "export-size"

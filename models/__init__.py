@@ -1,0 +1,1 @@
+"""The built-in model zoo: each module defines CASES (see deploy_parity.case.ModelCase)."""

@@ -1,0 +1,1 @@
+"""Report writers. Generated output goes to reports/output/ (git-ignored)."""

@@ -1,0 +1,46 @@
+"""The summary table printed at the end of a run (and the numbers behind it)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+VERDICTS = ("pass", "fail", "ambiguous", "vacuous", "refused")
+_ERROR_METRICS = ("max_px", "max_corner_px", "max_abs")
+
+
+def summarise(records: list) -> list:
+    """Rows per (model, backend, precision, check): counts per verdict and worst errors."""
+    groups = defaultdict(list)
+    for record in records:
+        groups[(record["model"], record["backend"], record["precision"], record["check"])].append(record)
+    rows = []
+    for (model, backend, precision, check), items in sorted(groups.items()):
+        row = {"model": model, "backend": backend, "precision": precision, "check": check, "cases": len(items)}
+        for verdict in VERDICTS:
+            row[verdict] = sum(r["verdict"] == verdict for r in items)
+        for metric in _ERROR_METRICS:
+            values = [c["metrics"][metric] for r in items for c in r["comparisons"]
+                      if isinstance(c.get("metrics", {}).get(metric), (int, float))]
+            row[metric] = max(values) if values else None
+        row["sizes"] = len({(r["height"], r["width"]) for r in items})
+        row["non_square"] = sum(r["height"] != r["width"] for r in items)
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list) -> str:
+    headers = ["model", "backend", "prec", "check", "cases", "pass", "fail", "ambig", "vacuous", "refused",
+               "HxW seen", "worst kpt px", "worst box px", "worst abs"]
+
+    def fmt(v):
+        return "-" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
+
+    body = [[r["model"], r["backend"], r["precision"], r["check"], r["cases"], r["pass"], r["fail"], r["ambiguous"],
+             r["vacuous"], r["refused"], f"{r['sizes']} ({r['non_square']} non-sq)", r["max_px"],
+             r["max_corner_px"], r["max_abs"]] for r in rows]
+    body = [[fmt(v) for v in line] for line in body]
+    widths = [max(len(h), *(len(line[i]) for line in body)) if body else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(line, widths)) for line in body]
+    return "\n".join(lines)

@@ -1,0 +1,39 @@
+"""Parity suites, per model case x backend. The reference is the eager PyTorch model.
+
+Thin on purpose: the checks, strategies and comparators live in deploy_parity.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from deploy_parity.bounds import case_bounds
+from deploy_parity.check import candidate_runner
+from deploy_parity.errors import UnsupportedShapeError
+from deploy_parity.inputs import make_feed
+from deploy_parity.strategies import ParityExample
+
+
+def test_parity(parity_property):
+    """Candidate == reference over rectangular sizes, every declared dtype and batch sizes."""
+    parity_property("parity").run()
+
+
+def test_batch_consistency(parity_property, model_case, backend, runner_pool):
+    """A batch of N different images == each image run alone (or batch > 1 is refused)."""
+    bounds = case_bounds(model_case)
+    if bounds.max_batch >= 2:
+        parity_property("batch", min_batch=2).run()
+        return
+    # The case says it takes batch 1 only: batch 2 must be refused clearly, not truncated.
+    side = model_case.sizes.export_height or bounds.min_side
+    width = model_case.sizes.export_width or bounds.min_side
+    example = ParityExample(side, width, 2, model_case.default_dtypes(), 0)
+    feed = make_feed(model_case, side, width, 2, 0)
+    with pytest.raises(UnsupportedShapeError, match="dimension 0 = 2"):
+        candidate_runner(runner_pool, model_case, backend, example).infer(feed)
+
+
+def test_determinism(parity_property):
+    """The same backend on the same input twice gives bit-identical outputs."""
+    parity_property("determinism").run()
