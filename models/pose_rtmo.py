@@ -72,7 +72,7 @@ class TinyRTMOPose(nn.Module):
         # (B, C, h, w) -> (B, h*w, C), row-major over (h, w), concatenated over strides.
         return torch.cat([m.flatten(2).transpose(1, 2) for m in maps], dim=1)
 
-    def decode(self, flat: torch.Tensor, priors: torch.Tensor, strides: torch.Tensor):
+    def decode(self, flat: torch.Tensor, priors: torch.Tensor, strides: torch.Tensor, batch_gather_bug: bool = False):
         batch = flat.shape[0]
         k = self.num_keypoints
         score_logit = flat[..., 0]
@@ -87,6 +87,9 @@ class TinyRTMOPose(nn.Module):
         # with a tiny per-prior ramp so exactly equal logits rank the same way everywhere.
         ramp = torch.arange(score_logit.shape[1], device=flat.device, dtype=flat.dtype) * 1e-6
         _, index = (score_logit - ramp).topk(self.topk, dim=1)
+        if batch_gather_bug:
+            # Bug class 3: a gather written for batch 1 reuses image 0's top-k priors.
+            index = index[:1].expand(batch, -1)
         top_logit = score_logit.gather(1, index)
         # Gather per image: the batch index is kept by gathering along dim 1 only.
         boxes = boxes.gather(1, index.unsqueeze(-1).expand(-1, -1, 4))
@@ -115,9 +118,11 @@ class TinyRTMOPose(nn.Module):
 class TinyRTMOPoseDeploy(nn.Module):
     """Deploy form: priors frozen for `input_size` = (width, height), as MMDeploy does."""
 
-    def __init__(self, model: TinyRTMOPose, input_size, transposed_prior_bug: bool = False):
+    def __init__(self, model: TinyRTMOPose, input_size, transposed_prior_bug: bool = False,
+                 batch_gather_bug: bool = False):
         super().__init__()
         self.model = model
+        self.batch_gather_bug = batch_gather_bug
         self.input_size = tuple(input_size)  # (width, height)
         priors, strides = [], []
         for s in STRIDES:
@@ -132,7 +137,7 @@ class TinyRTMOPoseDeploy(nn.Module):
 
     def forward(self, images: torch.Tensor):
         flat = TinyRTMOPose.flatten_maps(self.model.head_maps(images))
-        return self.model.decode(flat, self.flatten_priors, self.flatten_stride)
+        return self.model.decode(flat, self.flatten_priors, self.flatten_stride, self.batch_gather_bug)
 
 
 def build_reference() -> TinyRTMOPose:
@@ -143,10 +148,10 @@ def build_reference() -> TinyRTMOPose:
     return model.eval()
 
 
-def deploy_builder(transposed_prior_bug: bool):
+def deploy_builder(transposed_prior_bug: bool = False, batch_gather_bug: bool = False):
     def build_deploy(target: DeployTarget) -> TinyRTMOPoseDeploy:
         input_size = (target.width, target.height)  # MMDeploy's (width, height) order
-        return TinyRTMOPoseDeploy(build_reference(), input_size, transposed_prior_bug).eval()
+        return TinyRTMOPoseDeploy(build_reference(), input_size, transposed_prior_bug, batch_gather_bug).eval()
 
     return build_deploy
 
@@ -184,4 +189,14 @@ BROKEN = replace(
     broken_variant_of="pose-rtmo",
 )
 
-CASES = [CASE, BROKEN]
+BATCH_BROKEN = replace(
+    CASE,
+    name="pose-rtmo-batch-broken",
+    description="pose-rtmo whose deploy gather forgets the batch index (bug class 3)",
+    build_deploy=deploy_builder(batch_gather_bug=True),
+    default=False,
+    bug_class=3,
+    broken_variant_of="pose-rtmo",
+)
+
+CASES = [CASE, BROKEN, BATCH_BROKEN]
