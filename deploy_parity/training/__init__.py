@@ -1,0 +1,1 @@
+"""Training and evaluation of the zoo's small models on synthetic scenes."""
