@@ -1,0 +1,69 @@
+"""Model/backend selection: defaults, unknown names, user-supplied model modules."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from deploy_parity.backends import select_backends
+from deploy_parity.errors import ModelCaseError, UnknownNameError
+from deploy_parity.registry import build_registry
+from tests.suite_runs import REPO
+
+
+def test_default_run_leaves_broken_variants_out():
+    names = [c.name for c in build_registry().select(None)]
+    assert "pose-rtmo" in names
+    assert not [n for n in names if n.endswith("-broken")]
+
+
+def test_unknown_model_lists_the_known_ones():
+    with pytest.raises(UnknownNameError, match=r"unknown model nope; known models: .*pose-rtmo"):
+        build_registry().select(["pose-rtmo", "nope"])
+
+
+def test_unknown_backend_lists_the_known_ones():
+    with pytest.raises(UnknownNameError, match=r"unknown backend tensorflow; known backends: .*onnxrt-cpu"):
+        select_backends(["tensorflow"])
+
+
+def pytest_cli(*args):
+    return subprocess.run([sys.executable, "-m", "pytest", "suites", "-p", "no:cacheprovider", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_unknown_model_option_is_a_usage_error():
+    done = pytest_cli("--model", "nope", "--collect-only")
+    assert done.returncode == 4  # pytest's usage-error exit code, not "no tests" (5)
+    assert "unknown model nope; known models:" in done.stderr
+
+
+USER_MODULE = """
+from dataclasses import replace
+from models.pose_rtmo import CASE
+
+CASES = [replace(CASE, name="my-pose", description="a user's own case", default=False)]
+"""
+
+
+def test_user_module_by_path_and_env(tmp_path, monkeypatch):
+    module = tmp_path / "my_cases.py"
+    module.write_text(textwrap.dedent(USER_MODULE))
+    assert "my-pose" in build_registry([str(module)]).names()
+    monkeypatch.setenv("PARITY_MODEL_MODULES", str(module))
+    assert "my-pose" in build_registry().names()
+    done = pytest_cli("--model-module", str(module), "--list-models")
+    assert done.returncode == 0, done.stderr
+    assert "my-pose" in done.stdout and "onnxrt-cpu" in done.stdout
+    done = pytest_cli("--model-module", str(module), "--model", "my-pose", "--collect-only", "-q")
+    assert "test_parity[my-pose@onnxrt-cpu]" in done.stdout
+
+
+def test_module_without_cases_is_refused(tmp_path):
+    empty = tmp_path / "empty_cases.py"
+    empty.write_text("X = 1\n")
+    with pytest.raises(ModelCaseError, match="defines no CASES"):
+        build_registry([str(empty)])
