@@ -39,6 +39,11 @@ class Instances:
     def __post_init__(self):
         self.boxes = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4)
         self.scores = np.asarray(self.scores, dtype=np.float64).reshape(-1)
+        # Plain lists become arrays so select() and the comparators can index them.
+        for name in ("labels", "keypoints", "masks", "keypoint_peak_gap"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, np.asarray(value))
         n = len(self.boxes)
         if len(self.scores) != n:
             raise ValueError(f"Instances: {n} boxes but {len(self.scores)} scores")

@@ -82,6 +82,87 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
         {"max_ambiguous_fraction": 0.2, "max_vacuous_fraction": 0.2},
         "a few boundary cases are expected; a suite mostly ambiguous or vacuous proves nothing",
     ),
+    # >>> GPU precisions (rows for deploy_parity/gpu_backends.py; see docs/gpu.md) >>>
+    # Scale: the pose model run with fp16 weights and activations on CPU (fp32
+    # accumulation) differs from fp32 by at most 0.11 px (boxes, keypoints) and 1.8e-4
+    # (scores) on matched instances; GPU kernels may accumulate in fp16, so about 10x.
+    # Instances at the top-k cut are selected differently when scores tie within that
+    # error: the ambiguity margin must be at least score_abs.
+    ("tensor", ANY, "fp16"): Tolerance(
+        {"atol": 1e-2, "rtol": 1e-2, "max_fraction_out": 0.0},
+        "fp16 keeps 11 significant bits (unit roundoff 4.9e-4) in weights, activations and "
+        "sometimes accumulators: ~1e-2 relative after ~10 layers",
+    ),
+    ("boxes", ANY, "fp16"): Tolerance(
+        {"min_iou": 0.98, "corner_px": 1.0, "score_abs": 2e-3, "ambiguity_margin": 2e-3},
+        "fp16 activations: measured 0.11 px / 1.8e-4 score with fp32 accumulation, x10 for fp16 "
+        "accumulation; scores within 2e-3 of the threshold or top-k cut may flip",
+    ),
+    ("keypoints", ANY, "fp16"): Tolerance(
+        {"pixel": 1.0, "min_oks": 0.95, "score_abs": 2e-3, "peak_gap": 2e-3},
+        "regressed keypoints are prior + offset*stride: the offset's fp16 error is scaled by the "
+        "stride (up to 32): measured 0.11 px, x10 margin; heatmap peaks within 2e-3 are ties",
+    ),
+    ("masks", ANY, "fp16"): Tolerance(
+        {"min_iou": 0.95, "max_boundary_disagreement": 0.1, "soft_abs": 1e-2},
+        "sigmoid halves a ~1e-2 relative logit error at |logit|~2: soft masks move ~5e-3, and "
+        "pixels near 0.5 on the boundary flip",
+    ),
+    ("tensor", ANY, "tf32"): Tolerance(
+        {"atol": 1e-2, "rtol": 1e-2, "max_fraction_out": 0.0},
+        "TF32 rounds conv/matmul inputs to fp16's 10-bit mantissa (fp32 accumulation and range): "
+        "errors of fp16's order per layer",
+    ),
+    ("boxes", ANY, "tf32"): Tolerance(
+        {"min_iou": 0.98, "corner_px": 1.0, "score_abs": 2e-3, "ambiguity_margin": 2e-3},
+        "TF32 conv inputs carry fp16's mantissa: the fp16 box limits apply (no overflow risk)",
+    ),
+    ("keypoints", ANY, "tf32"): Tolerance(
+        {"pixel": 1.0, "min_oks": 0.95, "score_abs": 2e-3, "peak_gap": 2e-3},
+        "TF32 conv inputs carry fp16's mantissa; offsets are scaled by the stride as in fp16",
+    ),
+    ("masks", ANY, "tf32"): Tolerance(
+        {"min_iou": 0.95, "max_boundary_disagreement": 0.1, "soft_abs": 1e-2},
+        "TF32 mask logits err like fp16's; boundary pixels near 0.5 flip",
+    ),
+    ("tensor", ANY, "autocast"): Tolerance(
+        {"atol": 1e-2, "rtol": 1e-2, "max_fraction_out": 0.0},
+        "torch.autocast runs convs/matmuls in fp16 (exp, sigmoid, reductions stay fp32): the "
+        "conv outputs carry fp16 error",
+    ),
+    ("boxes", ANY, "autocast"): Tolerance(
+        {"min_iou": 0.98, "corner_px": 1.0, "score_abs": 2e-3, "ambiguity_margin": 2e-3},
+        "autocast: head logits come from fp16 convs, so boxes/scores err as in fp16; top-k on "
+        "fp16 logits ties within 2e-3",
+    ),
+    ("keypoints", ANY, "autocast"): Tolerance(
+        {"pixel": 1.0, "min_oks": 0.95, "score_abs": 2e-3, "peak_gap": 2e-3},
+        "autocast: keypoint offsets come from fp16 convs and are scaled by the stride",
+    ),
+    ("masks", ANY, "autocast"): Tolerance(
+        {"min_iou": 0.95, "max_boundary_disagreement": 0.1, "soft_abs": 1e-2},
+        "autocast: mask logits from fp16 convs; sigmoid in fp32; boundary pixels near 0.5 flip",
+    ),
+    # Determinism of TensorRT: tactics are chosen per build, not per run, but TensorRT may
+    # choose kernels that reduce with atomics (split-K GEMM/conv), whose summation order
+    # varies from run to run on the same engine and input: a few ulps, never more.
+    ("determinism", "trt-fp32", ANY): Tolerance(
+        {"atol": 1e-5, "rtol": 1e-5, "max_fraction_out": 0.0},
+        "TensorRT may pick atomic (split-K) reductions: fp32 sums in varying order differ by ulps",
+    ),
+    ("determinism", "trt-tf32", ANY): Tolerance(
+        {"atol": 1e-5, "rtol": 1e-5, "max_fraction_out": 0.0},
+        "TensorRT may pick atomic (split-K) reductions; TF32 accumulates in fp32: ulps of fp32",
+    ),
+    ("determinism", "trt-fp16", ANY): Tolerance(
+        {"atol": 1e-3, "rtol": 1e-3, "max_fraction_out": 0.0},
+        "TensorRT may pick atomic (split-K) reductions with fp16 accumulators: ulps of fp16 (4.9e-4)",
+    ),
+    ("determinism", "onnxrt-trt", ANY): Tolerance(
+        {"atol": 1e-5, "rtol": 1e-5, "max_fraction_out": 0.0},
+        "ONNX Runtime's TensorRT provider runs TensorRT engines: atomic (split-K) reductions differ by ulps",
+    ),
+    # <<< GPU precisions <<<
 }
 
 

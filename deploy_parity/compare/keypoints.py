@@ -1,0 +1,279 @@
+"""Keypoints: per-keypoint pixel error and per-instance OKS over matched instances.
+
+Instances are paired through the box matching (order carries no meaning) or, for
+outputs with a fixed instance layout, index by index. A keypoint decoded from a heatmap
+whose two best peaks are (nearly) equal in the reference is a tie: argmax may pick
+either peak, so a jump there is ambiguous, not a failure.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .boxes import Matching, first_nonfinite
+from .instances import Instances
+from .tolerances import ResolvedTolerance
+from .verdict import Comparison, Verdict
+
+COCO_KEYPOINT_NAMES = (
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+)
+
+# Per-keypoint falloff of the COCO object keypoint similarity, in COCO_KEYPOINT_NAMES order.
+COCO_SIGMAS = np.array(
+    [0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89]
+) / 10.0
+
+# For keypoint sets other than COCO's 17 when no sigmas are given: the mean COCO sigma,
+# so OKS keeps its usual scale.
+DEFAULT_SIGMA = float(COCO_SIGMAS.mean())
+
+EVIDENCE_LIMIT = 10
+
+
+def _names(k: int) -> Sequence[str]:
+    return COCO_KEYPOINT_NAMES if k == len(COCO_KEYPOINT_NAMES) else tuple(f"kp{j}" for j in range(k))
+
+
+def _sigmas_for(k: int, sigmas) -> np.ndarray:
+    if sigmas is None:
+        return COCO_SIGMAS if k == len(COCO_SIGMAS) else np.full(k, DEFAULT_SIGMA)
+    sigmas = np.asarray(sigmas, dtype=np.float64).reshape(-1)
+    if len(sigmas) != k:
+        raise ValueError(f"{len(sigmas)} OKS sigmas given for {k} keypoints")
+    return sigmas
+
+
+def object_keypoint_similarity(distance, area, sigmas, visible) -> np.ndarray:
+    """COCO OKS per instance. distance (P, K) px, area (P,) px^2, visible (P, K) bool.
+
+    Instances with no visible keypoint get NaN (nothing to measure).
+    """
+    kappa_sq = (2.0 * np.asarray(sigmas)) ** 2
+    # np.spacing keeps a zero-area box from dividing by zero, as COCO's eps does.
+    exponent = distance**2 / (2.0 * kappa_sq[None, :] * (np.asarray(area)[:, None] + np.spacing(1)))
+    similarity = np.exp(-exponent) * visible
+    n_visible = visible.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_visible > 0, similarity.sum(axis=1) / n_visible, np.nan)
+
+
+def compare_keypoints(
+    ref: Instances,
+    cand: Instances,
+    matching: Optional[Matching],
+    tol: ResolvedTolerance,
+    *,
+    sigmas=COCO_SIGMAS,
+    output: str = "keypoints",
+    index_wise: bool = False,
+    visibility_threshold: Optional[float] = None,
+) -> Comparison:
+    """Judge keypoints of paired instances: pixel error, OKS, keypoint score, ties.
+
+    matching: the box matching (from compare_boxes); unused when index_wise.
+    sigmas: OKS falloff per keypoint; None means COCO's for 17 keypoints, else DEFAULT_SIGMA.
+    visibility_threshold: reference keypoints scoring below it are not judged on
+    position (their score still is); None judges every keypoint.
+    """
+
+    def result(verdict, metrics, message, evidence=None):
+        return Comparison(
+            kind="keypoints",
+            output=output,
+            verdict=verdict,
+            metrics=metrics,
+            message=message,
+            tolerance=dict(tol.values),
+            tolerance_source=tol.source,
+            evidence=evidence or {},
+        )
+
+    if ref.keypoints is None or cand.keypoints is None:
+        has = "reference" if ref.keypoints is not None else "candidate"
+        return result(Verdict.FAIL, {}, f"only the {has} has keypoints")
+
+    ref_kp = np.asarray(ref.keypoints, dtype=np.float64)
+    cand_kp = np.asarray(cand.keypoints, dtype=np.float64)
+    k = ref_kp.shape[1] if ref_kp.ndim == 3 else 0
+    names = _names(k)
+
+    for side, kp in (("reference", ref_kp), ("candidate", cand_kp)):
+        where = first_nonfinite(kp)
+        if where is not None:
+            i, j, coord = where
+            return result(
+                Verdict.FAIL,
+                {},
+                f"{side} instance {i} keypoint {j} ({names[j] if j < len(names) else j}) "
+                f"{'xys'[coord]} is {kp[where]}; a non-finite output never passes",
+                {"nonfinite": {"side": side, "index": list(where), "value": str(kp[where])}},
+            )
+    if ref_kp.shape[1:] != cand_kp.shape[1:]:
+        return result(
+            Verdict.FAIL,
+            {},
+            f"keypoint layout differs: reference {ref_kp.shape[1:]} per instance, "
+            f"candidate {cand_kp.shape[1:]}",
+        )
+
+    if index_wise:
+        if len(ref) != len(cand):
+            return result(
+                Verdict.FAIL,
+                {"n_ref": len(ref), "n_cand": len(cand)},
+                f"fixed-layout output: the reference has {len(ref)} instances, the candidate {len(cand)}",
+            )
+        ref_idx = cand_idx = np.arange(len(ref), dtype=np.intp)
+    else:
+        if matching is None:
+            raise ValueError("compare_keypoints needs the box matching unless index_wise=True")
+        ref_idx, cand_idx = matching.ref_index, matching.cand_index
+
+    if len(ref_idx) == 0 or k == 0:
+        return result(
+            Verdict.VACUOUS,
+            {"n_pairs": 0},
+            "no matched instance carries reference keypoints; nothing to compare",
+        )
+
+    sigmas = _sigmas_for(k, sigmas)
+    r, c = ref_kp[ref_idx], cand_kp[cand_idx]
+    delta = np.abs(c[..., :2] - r[..., :2])  # (P, K, 2)
+    distance = np.hypot(delta[..., 0], delta[..., 1])
+    score_abs = np.abs(c[..., 2] - r[..., 2])
+    if visibility_threshold is None:
+        visible = np.ones(distance.shape, dtype=bool)
+    else:
+        visible = r[..., 2] >= visibility_threshold
+    boxes = ref.boxes[ref_idx]
+    area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    oks = object_keypoint_similarity(distance, area, sigmas, visible)
+
+    if ref.keypoint_peak_gap is not None:
+        gap = np.asarray(ref.keypoint_peak_gap, dtype=np.float64)[ref_idx]
+        tie = gap < float(tol["peak_gap"])
+    else:
+        gap = np.full(distance.shape, np.inf)
+        tie = np.zeros(distance.shape, dtype=bool)
+
+    pixel_limit = float(tol["pixel"])
+    min_oks = float(tol["min_oks"])
+    score_limit = float(tol["score_abs"])
+    too_far = visible & (distance > pixel_limit)
+    # OKS again with the tied keypoints' jumps forgiven: if that passes, only ties broke it.
+    oks_without_ties = object_keypoint_similarity(np.where(tie, 0.0, distance), area, sigmas, visible)
+    oks_low = oks < min_oks
+    oks_low_not_ties = oks_without_ties < min_oks
+    hard_far = too_far & ~tie
+    score_bad = score_abs > score_limit
+    tie_breaks = too_far & tie
+
+    shown = np.where(visible, distance, -np.inf)
+    worst_flat = int(np.argmax(shown))
+    worst_p, worst_j = np.unravel_index(worst_flat, distance.shape)
+    metrics = {
+        "n_pairs": int(len(ref_idx)),
+        "max_px": float(distance[visible].max()) if visible.any() else 0.0,
+        "mean_px": float(distance[visible].mean()) if visible.any() else 0.0,
+        "min_oks": float(np.nanmin(oks)) if np.isfinite(oks).any() else float("nan"),
+        "max_score_abs": float(score_abs.max()),
+        "worst_instance": int(ref_idx[worst_p]),
+        "worst_keypoint": int(worst_j),
+        "n_ties": int(tie.sum()),
+        "n_ambiguous": int(tie_breaks.sum()),
+    }
+
+    def keypoint_text(p, j, limit=""):
+        i_ref, i_cand = int(ref_idx[p]), int(cand_idx[p])
+        dx, dy = delta[p, j]
+        mostly = "x" if dx >= dy else "y"
+        other = "" if i_ref == i_cand else f" (candidate instance {i_cand})"
+        return (
+            f"instance {i_ref} keypoint {j} ({names[j]}): {distance[p, j]:.1f} px "
+            f"(x {dx:.1f}, y {dy:.1f}){limit}, mostly in {mostly}{other}"
+        )
+
+    def keypoint_record(p, j):
+        return {
+            "ref_index": int(ref_idx[p]),
+            "cand_index": int(cand_idx[p]),
+            "keypoint": int(j),
+            "name": names[j],
+            "error_px": float(distance[p, j]),
+            "dx": float(delta[p, j, 0]),
+            "dy": float(delta[p, j, 1]),
+            "peak_gap": float(gap[p, j]),
+            "oks": float(oks[p]),
+        }
+
+    def records(mask):
+        return [keypoint_record(p, j) for p, j in zip(*np.nonzero(mask))][:EVIDENCE_LIMIT]
+
+    def worst_of(mask, weight):
+        flat = int(np.argmax(np.where(mask, weight, -np.inf)))
+        return np.unravel_index(flat, mask.shape)
+
+    failures = []
+    if hard_far.any():
+        p, j = worst_of(hard_far, distance)
+        failures.append(f"{keypoint_text(p, j, f' > {pixel_limit:g} px')}; OKS {oks[p]:.4f}")
+    if score_bad.any():
+        p, j = worst_of(score_bad, score_abs)
+        failures.append(
+            f"instance {int(ref_idx[p])} keypoint {j} ({names[j]}): score {r[p, j, 2]:.4f} "
+            f"became {c[p, j, 2]:.4f}, difference {score_abs[p, j]:.3g} > {score_limit:g}"
+        )
+    # An OKS drop caused by a keypoint already reported would only repeat it.
+    oks_news = oks_low_not_ties & ~hard_far.any(axis=1)
+    if oks_news.any():
+        p = int(np.nanargmin(np.where(oks_news, oks_without_ties, np.nan)))
+        j = int(np.argmax(np.where(visible[p], distance[p], -np.inf)))
+        failures.append(
+            f"instance {int(ref_idx[p])}: OKS {oks[p]:.4f} < {min_oks:g}; its worst is {keypoint_text(p, j)}"
+        )
+
+    if failures:
+        evidence = {"keypoints": records(hard_far | score_bad), "ties": records(tie_breaks)}
+        counts = (
+            f"In all: {int(hard_far.sum())} keypoint(s) beyond {pixel_limit:g} px, "
+            f"{int(score_bad.sum())} score(s) off, {int(oks_low_not_ties.sum())} instance(s) "
+            f"with low OKS, {int(tie_breaks.sum())} tie(s)"
+        )
+        return result(Verdict.FAIL, metrics, "; ".join(failures) + ". " + counts, evidence)
+
+    if tie_breaks.any() or oks_low.any():
+        p, j = worst_of(tie_breaks, distance) if tie_breaks.any() else worst_of(tie & visible, distance)
+        return result(
+            Verdict.AMBIGUOUS,
+            metrics,
+            f"{keypoint_text(p, j)}, but the reference's two best heatmap peaks for it differ "
+            f"by only {gap[p, j]:.3g} (< peak_gap {float(tol['peak_gap']):g}): a tie either "
+            f"peak may win. {int(tie_breaks.sum())} such keypoint(s)",
+            {"ties": records(tie_breaks | (tie & oks_low[:, None]))},
+        )
+
+    return result(
+        Verdict.PASS,
+        metrics,
+        f"{len(ref_idx)} instance(s) x {k} keypoints: max error {metrics['max_px']:.3g} px, "
+        f"min OKS {metrics['min_oks']:.4f}, max score difference {metrics['max_score_abs']:.3g}",
+    )

@@ -1,0 +1,247 @@
+"""Masks: IoU, boundary agreement and soft error of matched instances' masks.
+
+Works on per-ROI masks (R, M, M) and on masks pasted into the image (R, H, W) alike.
+Rounding flips soft values near the threshold, and those pixels lie on the boundary;
+so besides IoU the boundary is judged on its own, and interior flips show up in IoU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .boxes import Matching, first_nonfinite
+from .instances import Instances
+from .tolerances import ResolvedTolerance
+from .verdict import Comparison, Verdict
+
+EVIDENCE_LIMIT = 10
+
+
+def mask_boundary(masks: np.ndarray) -> np.ndarray:
+    """Pixels of each boolean mask (..., H, W) with a 4-neighbour outside the mask.
+
+    Outside the image counts as outside the mask, so mask pixels on the image edge are
+    boundary.
+    """
+    interior = masks.copy()
+    interior[..., 1:, :] &= masks[..., :-1, :]
+    interior[..., :-1, :] &= masks[..., 1:, :]
+    interior[..., :, 1:] &= masks[..., :, :-1]
+    interior[..., :, :-1] &= masks[..., :, 1:]
+    interior[..., 0, :] = False
+    interior[..., -1, :] = False
+    interior[..., :, 0] = False
+    interior[..., :, -1] = False
+    return masks & ~interior
+
+
+def boundary_counts(ref_on: np.ndarray, cand_on: np.ndarray) -> tuple[int, int]:
+    """(pixels in the union of both boundaries, how many of them the masks disagree on)."""
+    boundary = mask_boundary(ref_on) | mask_boundary(cand_on)
+    return int(np.count_nonzero(boundary)), int(np.count_nonzero(boundary & (ref_on ^ cand_on)))
+
+
+def _as_float(masks: np.ndarray) -> np.ndarray:
+    return masks if np.issubdtype(masks.dtype, np.floating) else masks.astype(np.float32)
+
+
+def _pair_statistics(ref_masks, cand_masks, ref_idx, cand_idx, threshold) -> dict:
+    """Per pair: pixel counts (intersection, each side, boundary and its flips) and the
+    largest soft difference.
+
+    One pair at a time into reused buffers: a 640x640 mask's temporaries stay in cache
+    and nothing of the size of the whole stack is ever allocated. The boundary, the
+    costliest part, is only traced for pairs whose thresholded masks differ at all;
+    elsewhere no boundary pixel can flip.
+    """
+    n_pairs = len(ref_idx)
+    counts = ("intersection", "ref_px", "cand_px", "boundary_flips")
+    stats = {name: np.zeros(n_pairs, dtype=np.int64) for name in counts}
+    stats["boundary_px"] = np.full(n_pairs, -1, dtype=np.int64)  # -1: not traced (no flip possible)
+    stats["soft_abs"] = np.zeros(n_pairs, dtype=np.float64)
+    if n_pairs == 0:
+        return stats
+    shape = ref_masks.shape[1:]
+    ref_on, cand_on, both = (np.empty(shape, dtype=bool) for _ in range(3))
+    soft_dtype = np.result_type(ref_masks.dtype, cand_masks.dtype, np.float32)
+    difference = np.empty(shape, dtype=soft_dtype)
+    for p, (r, c) in enumerate(zip(ref_idx.tolist(), cand_idx.tolist())):
+        ref_soft, cand_soft = ref_masks[r], cand_masks[c]
+        np.greater_equal(ref_soft, threshold, out=ref_on)
+        np.greater_equal(cand_soft, threshold, out=cand_on)
+        np.logical_and(ref_on, cand_on, out=both)
+        intersection, ref_px, cand_px = (np.count_nonzero(m) for m in (both, ref_on, cand_on))
+        stats["intersection"][p], stats["ref_px"][p], stats["cand_px"][p] = intersection, ref_px, cand_px
+        if ref_px + cand_px > 2 * intersection:  # some pixel differs
+            stats["boundary_px"][p], stats["boundary_flips"][p] = boundary_counts(ref_on, cand_on)
+        np.subtract(ref_soft, cand_soft, out=difference, dtype=soft_dtype)
+        np.abs(difference, out=difference)
+        stats["soft_abs"][p] = float(difference.max())
+    return stats
+
+
+def _nonfinite(masks: np.ndarray):
+    if not np.issubdtype(masks.dtype, np.floating) or masks.size == 0:
+        return None
+    # One sum is far cheaper than isfinite() of every pixel, and NaN or +-inf anywhere
+    # makes it non-finite. Only then locate the culprit (an overflowing sum of finite
+    # values finds none and passes).
+    if np.isfinite(masks.sum(dtype=np.float64 if masks.dtype == np.float64 else np.float32)):
+        return None
+    return first_nonfinite(masks)
+
+
+def compare_masks(
+    ref: Instances,
+    cand: Instances,
+    matching: Matching,
+    tol: ResolvedTolerance,
+    *,
+    threshold: float = 0.5,
+    output: str = "masks",
+) -> Comparison:
+    """Judge the masks of matched instances: IoU after thresholding at `threshold`,
+    fraction of boundary pixels that flip, largest soft difference."""
+
+    def result(verdict, metrics, message, evidence=None):
+        return Comparison(
+            kind="masks",
+            output=output,
+            verdict=verdict,
+            metrics=metrics,
+            message=message,
+            tolerance=dict(tol.values),
+            tolerance_source=tol.source,
+            evidence=evidence or {},
+        )
+
+    if ref.masks is None or cand.masks is None:
+        has = "reference" if ref.masks is not None else "candidate"
+        return result(Verdict.FAIL, {}, f"only the {has} has masks")
+    ref_masks, cand_masks = np.asarray(ref.masks), np.asarray(cand.masks)
+
+    for side, masks in (("reference", ref_masks), ("candidate", cand_masks)):
+        where = _nonfinite(masks)
+        if where is not None:
+            i, y, x = where
+            return result(
+                Verdict.FAIL,
+                {},
+                f"{side} mask of instance {i} is {masks[where]} at pixel (y {y}, x {x}); "
+                "a non-finite output never passes",
+                {"nonfinite": {"side": side, "index": list(where), "value": str(masks[where])}},
+            )
+    if ref_masks.shape[1:] != cand_masks.shape[1:]:
+        return result(
+            Verdict.FAIL,
+            {},
+            f"mask size differs: reference {ref_masks.shape[1:]}, candidate {cand_masks.shape[1:]}",
+        )
+
+    ref_idx, cand_idx = matching.ref_index, matching.cand_index
+    if len(ref_idx) == 0:
+        return result(Verdict.VACUOUS, {"n_pairs": 0}, "no matched instances; no masks to compare")
+
+    stats = _pair_statistics(ref_masks, cand_masks, ref_idx, cand_idx, threshold)
+    union = stats["ref_px"] + stats["cand_px"] - stats["intersection"]
+    nonempty = union > 0
+    iou = np.where(nonempty, stats["intersection"] / np.maximum(union, 1), 1.0)
+    boundary_disagreement = np.where(
+        stats["boundary_px"] > 0, stats["boundary_flips"] / np.maximum(stats["boundary_px"], 1), 0.0
+    )
+
+    def boundary_px(p):
+        # Traced lazily for the pairs a report names, when the loop had no need to.
+        if stats["boundary_px"][p] < 0:
+            ref_on = _as_float(ref_masks[ref_idx[p]]) >= threshold
+            cand_on = _as_float(cand_masks[cand_idx[p]]) >= threshold
+            stats["boundary_px"][p] = boundary_counts(ref_on, cand_on)[0]
+        return int(stats["boundary_px"][p])
+
+    soft_abs = stats["soft_abs"]
+
+    metrics = {
+        "n_pairs": int(len(ref_idx)),
+        "n_empty_pairs": int((~nonempty).sum()),
+        "min_iou": float(iou.min()),
+        "max_boundary_disagreement": float(boundary_disagreement.max()),
+        "max_soft_abs": float(soft_abs.max()),
+        "worst_instance": -1,
+    }
+
+    if not nonempty.any():
+        # Nothing above the threshold on either side: a pass here would prove nothing.
+        return result(
+            Verdict.VACUOUS,
+            metrics,
+            f"all {len(ref_idx)} matched masks are empty at threshold {threshold:g} on both sides",
+        )
+
+    min_iou = float(tol["min_iou"])
+    max_boundary = float(tol["max_boundary_disagreement"])
+    soft_limit = float(tol["soft_abs"])
+    fails = (iou < min_iou) | (boundary_disagreement > max_boundary) | (soft_abs > soft_limit)
+    # How far past its limit each metric is (>1 breaks it).
+    excess = np.stack(
+        [
+            (1.0 - iou) / max(1.0 - min_iou, 1e-12),
+            boundary_disagreement / max(max_boundary, 1e-12),
+            soft_abs / max(soft_limit, 1e-12),
+        ],
+        axis=1,
+    )
+    worst = int(np.argmax(excess.max(axis=1)))
+    metrics["worst_instance"] = int(ref_idx[worst])
+
+    def pair_text(p):
+        r, c = int(ref_idx[p]), int(cand_idx[p])
+        other = "" if r == c else f" (candidate instance {c})"
+        differ = int(union[p] - stats["intersection"][p])
+        return (
+            f"instance {r}{other}: mask IoU {iou[p]:.4f} ({stats['ref_px'][p]} reference px, "
+            f"{stats['cand_px'][p]} candidate px, {differ} differ), boundary disagreement "
+            f"{boundary_disagreement[p]:.1%} of {boundary_px(p)} boundary px, "
+            f"soft max abs {soft_abs[p]:.3g}"
+        )
+
+    def pair_record(p):
+        return {
+            "ref_index": int(ref_idx[p]),
+            "cand_index": int(cand_idx[p]),
+            "iou": float(iou[p]),
+            "boundary_disagreement": float(boundary_disagreement[p]),
+            "soft_abs": float(soft_abs[p]),
+            "boundary_px": boundary_px(p),
+            **{name: int(stats[name][p]) for name in ("ref_px", "cand_px", "boundary_flips")},
+        }
+
+    if fails.any():
+        breaches = (
+            "IoU below min_iou",
+            "boundary disagreement above max_boundary_disagreement",
+            "soft error above soft_abs",
+        )
+        broken = breaches[int(np.argmax(excess[worst]))]
+        where = ""
+        if broken.startswith("soft"):
+            diff = np.abs(_as_float(ref_masks[ref_idx[worst]]) - _as_float(cand_masks[cand_idx[worst]]))
+            y, x = np.unravel_index(int(np.argmax(diff)), diff.shape)
+            where = f" at pixel (y {y}, x {x})"
+        return result(
+            Verdict.FAIL,
+            metrics,
+            f"worst: {pair_text(worst)}: {broken}{where}. In all {int(fails.sum())} of "
+            f"{len(ref_idx)} mask(s) out of tolerance",
+            {
+                "worst": pair_record(worst),
+                "pairs": [pair_record(p) for p in np.flatnonzero(fails)[:EVIDENCE_LIMIT]],
+            },
+        )
+
+    return result(
+        Verdict.PASS,
+        metrics,
+        f"{len(ref_idx)} mask(s): min IoU {metrics['min_iou']:.4f}, max boundary "
+        f"disagreement {metrics['max_boundary_disagreement']:.1%}, max soft error "
+        f"{metrics['max_soft_abs']:.3g}",
+    )

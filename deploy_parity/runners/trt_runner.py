@@ -1,0 +1,208 @@
+"""TensorRT runner: a thin adapter over Polygraphy's TensorRT backend.
+
+Loader split, as in Polygraphy: getting the serialized engine is a callable (an
+"engine source") run on activate. `built_engine_source` builds from ONNX
+(NetworkFromOnnxPath -> CreateConfig(profiles, fp16/tf32, timing cache) ->
+EngineBytesFromNetwork, the byte-returning half of EngineFromNetwork, so the bytes can
+go to the engine cache); `user_engine_source` loads a user's .engine after its
+sidecar says it was built here. Either way the engine is deserialized with
+EngineFromBytes and run by Polygraphy's TrtRunner.
+
+The contract is read back from the engine, not assumed: binding dtypes and, for
+dynamic dims, the active profile's min/max (as DimRange). So the base class refuses an
+int64 feed for an int32 binding (bug class 2) and any shape outside the profile with
+UnsupportedShapeError (bug classes 3 and 5); and on activate the case's own feed
+contract is checked against it before the first inference.
+
+TensorRT and Polygraphy are imported on activate only (importlib): importing this
+module needs neither.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Sequence
+
+import numpy as np
+
+from deploy_parity.bounds import ShapeBounds
+from deploy_parity.contract_check import compare_metas, raise_for
+from deploy_parity.contracts import TensorMeta
+from deploy_parity.errors import ArtifactError, BackendUnavailable, HarnessError
+from deploy_parity.runners.base import Runner
+from deploy_parity.trt.engine_cache import EngineCache, EngineEnv, detect_env, engine_key, load_user_engine
+from deploy_parity.trt.profiles import EngineProfile, bounds_from_engine_metas, engine_tensor_meta, numpy_dtype_for_trt
+
+TENSORRT_MISSING = (
+    "TensorRT is not installed: pip install tensorrt --extra-index-url https://pypi.nvidia.com "
+    "(or pip install -e '.[trt]')"
+)
+POLYGRAPHY_MISSING = "Polygraphy is not installed: pip install -e '.[trt]' (or pip install polygraphy)"
+
+# CreateConfig flags per precision. TensorRT turns TF32 on by default; Polygraphy clears
+# it unless tf32=True, so "fp32" really is IEEE fp32 and "tf32" is asked for by name.
+BUILDER_FLAGS = {
+    "fp32": {"fp16": False, "tf32": False},
+    "tf32": {"fp16": False, "tf32": True},
+    "fp16": {"fp16": True, "tf32": False},
+}
+
+
+def polygraphy_trt():
+    """polygraphy.backend.trt, after checking TensorRT and Polygraphy can be found."""
+    if importlib.util.find_spec("tensorrt") is None:
+        raise BackendUnavailable(TENSORRT_MISSING)
+    if importlib.util.find_spec("polygraphy") is None:
+        raise BackendUnavailable(POLYGRAPHY_MISSING)
+    try:
+        return importlib.import_module("polygraphy.backend.trt")
+    except Exception as exc:  # a broken install should be loud, not skipped
+        raise BackendUnavailable(f"Polygraphy's TensorRT backend fails to import: {exc}") from exc
+
+
+def current_env() -> EngineEnv:
+    polygraphy_trt()
+    try:
+        return detect_env()
+    except Exception as exc:
+        raise BackendUnavailable(f"cannot read the TensorRT version / GPU name: {exc}") from exc
+
+
+def build_engine_bytes(onnx_path, precision: str, profiles: Sequence[EngineProfile], timing_cache=None) -> bytes:
+    """Build a serialized engine from an .onnx file with Polygraphy's loaders."""
+    if precision not in BUILDER_FLAGS:
+        raise HarnessError(f"no TensorRT builder flags for precision {precision!r}; known {sorted(BUILDER_FLAGS)}")
+    api = polygraphy_trt()
+    poly_profiles = []
+    for profile in profiles:
+        poly = api.Profile()
+        for name, shape_range in profile.inputs:
+            poly.add(name, min=shape_range.min, opt=shape_range.opt, max=shape_range.max)
+        poly_profiles.append(poly)
+    cache = str(timing_cache) if timing_cache else None
+    config = api.CreateConfig(profiles=poly_profiles, load_timing_cache=cache, **BUILDER_FLAGS[precision])
+    build = api.EngineBytesFromNetwork(api.NetworkFromOnnxPath(str(onnx_path)), config=config, save_timing_cache=cache)
+    try:
+        serialized = build()
+    except Exception as exc:  # Polygraphy raises PolygraphyException with TensorRT's log above it
+        raise ArtifactError(onnx_path, f"TensorRT could not build a {precision} engine: {exc}".splitlines()[0]) from exc
+    return bytes(memoryview(serialized))
+
+
+def built_engine_source(onnx_path, precision: str, profiles: Sequence[EngineProfile], cache: EngineCache
+                        ) -> Callable[[], bytes]:
+    """Engine bytes from the cache, built (and cached) on a miss or a stale entry."""
+
+    def load() -> bytes:
+        env = current_env()
+        key = engine_key(onnx_path, precision, BUILDER_FLAGS[precision], profiles, env)
+        return cache.get_or_build(
+            key, lambda: build_engine_bytes(onnx_path, precision, profiles, cache.timing_cache_path(env))
+        )
+
+    return load
+
+
+def user_engine_source(engine_path, precision: str) -> Callable[[], bytes]:
+    """A user's .engine: refused unless its sidecar matches this TensorRT, GPU and precision."""
+    return lambda: load_user_engine(Path(engine_path), current_env(), precision)
+
+
+def read_engine_input_metas(engine, profile_index: int = 0,
+                            case_metas: Optional[Mapping[str, TensorMeta]] = None) -> dict:
+    """Binding dtypes and (profile) shapes of an ICudaEngine's inputs, as TensorMeta."""
+    trt = importlib.import_module("tensorrt")
+    metas = {}
+    for index in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(index)
+        if engine.get_tensor_mode(name) != trt.TensorIOMode.INPUT:
+            continue
+        if engine.is_shape_inference_io(name):
+            raise HarnessError(f"engine input '{name}' is a shape tensor; the harness feeds only data tensors")
+        dtype = numpy_dtype_for_trt(engine.get_tensor_dtype(name).name, name)
+        shape = tuple(engine.get_tensor_shape(name))
+        lo = hi = None
+        if any(d < 0 for d in shape):
+            lo, _opt, hi = (tuple(s) for s in engine.get_tensor_profile_shape(name, profile_index))
+        metas[name] = engine_tensor_meta(name, dtype, shape, lo, hi, (case_metas or {}).get(name),
+                                         source=f"engine profile {profile_index}")
+    return metas
+
+
+class TensorRTRunner(Runner):
+    """Runs a TensorRT engine through Polygraphy's TrtRunner.
+
+    `engine_source()` returns the serialized engine (see built_engine_source /
+    user_engine_source). `case_metas` is the contract the model case feeds
+    (metas_for_case): checked against the engine on activate, and the source of the
+    labels / multiple_of of the engine's dynamic dims.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        engine_source: Callable[[], bytes],
+        output_names: Optional[Sequence[str]] = None,
+        case_metas: Optional[Mapping[str, TensorMeta]] = None,
+        backend: str = "trt-fp32",
+        precision: str = "fp32",
+        profile_index: int = 0,
+    ):
+        super().__init__(name, backend, precision, output_names)
+        self._engine_source = engine_source
+        self.case_metas = dict(case_metas or {})
+        self.profile_index = profile_index
+        self.engine = None
+        self._trt_runner = None
+        self._metas = None
+
+    def activate_impl(self):
+        api = polygraphy_trt()
+        serialized = self._engine_source()
+        try:
+            self.engine = api.EngineFromBytes(serialized)()
+        except Exception as exc:
+            raise ArtifactError(self.name, f"TensorRT cannot deserialize the engine: {exc}".splitlines()[0]) from exc
+        self._trt_runner = api.TrtRunner(self.engine, name=self.name, optimization_profile=self.profile_index)
+        self._trt_runner.activate()
+        try:
+            self._metas = read_engine_input_metas(self.engine, self.profile_index, self.case_metas)
+            if self.case_metas:
+                raise_for(self.name, compare_metas(self.case_metas, self._metas, f"engine ({self.backend})"))
+            trt = importlib.import_module("tensorrt")
+            engine_outputs = [
+                self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)
+                if self.engine.get_tensor_mode(self.engine.get_tensor_name(i)) == trt.TensorIOMode.OUTPUT
+            ]
+            if self.output_names:
+                missing = [n for n in self.output_names if n not in engine_outputs]
+                if missing:
+                    raise ArtifactError(self.name, f"engine lacks outputs {missing}; it has {engine_outputs}")
+            else:
+                self.output_names = engine_outputs
+        except BaseException:
+            self.deactivate_impl()
+            raise
+
+    def get_input_metadata_impl(self):
+        return self._metas
+
+    def infer_impl(self, feed):
+        contiguous = {name: np.ascontiguousarray(array) for name, array in feed.items()}
+        outputs = self._trt_runner.infer(contiguous)
+        # TrtRunner returns views of host buffers it reuses on the next call: copy, or a
+        # second inference (determinism, batch-vs-single) would overwrite the first.
+        return {name: np.array(outputs[name], copy=True) for name in self.output_names}
+
+    def deactivate_impl(self):
+        if self._trt_runner is not None and self._trt_runner.is_active:
+            self._trt_runner.deactivate()
+        self._trt_runner = None
+        self.engine = None
+        self._metas = None
+
+    def shape_bounds(self, case) -> ShapeBounds:
+        """What strategies may draw for this engine: the case's bounds narrowed to the profile."""
+        return bounds_from_engine_metas(case, self.get_input_metadata(), source=f"{self.name} engine profile")

@@ -1,0 +1,270 @@
+"""GPU runners: what runs here (CPU), and GPU tests that run only where a GPU is.
+
+CPU part: TorchCudaRunner's precision modes run on device="cpu" (casting and contract
+logic, not CUDA numerics); the TensorRT runner and factories refuse clearly where
+TensorRT is absent. GPU part (@gpu, @trt): skipped here with the backend's own reason;
+on the GPU runner they compare against the CPU reference with the tolerance table.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+import deploy_parity.gpu_backends as gpu
+from deploy_parity.backends import BACKENDS, RunnerContext, reference_runner
+from deploy_parity.case import InputSpec, ModelCase, OutputSpec, SizeSpace
+from deploy_parity.compare.case_outputs import compare_case_outputs
+from deploy_parity.compare.tensors import compare_tensors
+from deploy_parity.compare.tolerances import lookup
+from deploy_parity.compare.verdict import Verdict
+from deploy_parity.contracts import DimRange, TensorMeta, metas_for_case
+from deploy_parity.errors import BackendUnavailable, HarnessError, InputContractError, UnsupportedShapeError
+from deploy_parity.inputs import make_feed
+from deploy_parity.runners.torch_cuda_runner import NO_CUDA, TorchCudaRunner, ieee_fp32
+from deploy_parity.runners.torch_runner import TorchRunner
+from deploy_parity.runners.trt_runner import TENSORRT_MISSING, TensorRTRunner
+from models.pose_rtmo import CASE as POSE
+
+
+class HalfSafeHead(torch.nn.Module):
+    """Conv head that follows its input's dtype (no .float() inside): fine under .half()."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.SiLU(), torch.nn.Conv2d(8, 4, 3))
+
+    def forward(self, images):
+        return self.body(images).mean(dim=(2, 3))
+
+
+HEAD_METAS = {"images": TensorMeta("images", ("float32",), (DimRange(1, 4), 3, DimRange(8, 64), DimRange(8, 64)))}
+
+
+def head_feed(batch=2, height=16, width=24, dtype=np.float32):
+    return {"images": np.random.default_rng(0).random((batch, 3, height, width)).astype(dtype)}
+
+
+def cpu_runner(mode, build=HalfSafeHead, metas=HEAD_METAS, outputs=("scores",)):
+    return TorchCudaRunner(f"head/{mode}-on-cpu", build, metas, list(outputs), mode=mode, device="cpu")
+
+
+# ---------------------------------------------------------------- CPU: torch modes
+
+
+def test_fp32_mode_gives_exactly_what_the_cpu_torch_runner_gives():
+    feed = head_feed()
+    with TorchRunner("head/torch-cpu", HalfSafeHead, HEAD_METAS, ["scores"]) as plain, cpu_runner("fp32") as fp32:
+        assert np.array_equal(plain.infer(feed)["scores"], fp32.infer(feed)["scores"])
+        assert fp32.precision == "fp32" and fp32.first_call_seconds is not None
+
+
+def test_half_mode_casts_module_and_inputs_inside_and_stays_within_the_fp16_row():
+    feed = head_feed()
+    with TorchRunner("head/torch-cpu", HalfSafeHead, HEAD_METAS, ["scores"]) as plain, cpu_runner("half") as half:
+        assert half.precision == "fp16"
+        assert next(half.module.parameters()).dtype == torch.float16
+        reference, candidate = plain.infer(feed)["scores"], half.infer(feed)["scores"]
+    assert candidate.dtype == np.float32  # upcast exactly for the comparators
+    assert not np.array_equal(reference, candidate)  # it really ran in half
+    comparison = compare_tensors(reference, candidate, lookup("tensor", "torch-cuda-fp16", "fp16"), "scores")
+    assert comparison.verdict == Verdict.PASS, comparison.message
+
+
+def test_half_mode_still_requires_the_declared_float32_feed():
+    """The cast to fp16 is the runner's; a caller handing in fp16 is a contract error, not a shortcut."""
+    with cpu_runner("half") as half:
+        with pytest.raises(InputContractError, match="input 'images': wrong dtype; expected float32, got float16"):
+            half.infer(head_feed(dtype=np.float16))
+
+
+def test_half_mode_names_a_module_that_is_not_half_safe():
+    """pose-rtmo normalises with images.float(): under .half() that meets fp16 weights."""
+    target = POSE.deploy_target(64, 64, ("float32",))
+    runner = TorchCudaRunner("pose/half-on-cpu", lambda: POSE.build_deploy(target), metas_for_case(POSE, target),
+                             POSE.output_names, mode="half", device="cpu")
+    with runner:
+        with pytest.raises(HarnessError, match="not half-safe.*torch-cuda-autocast"):
+            runner.infer(make_feed(POSE, 64, 64, 1, 0))
+
+
+def test_ieee_fp32_switches_tf32_off_and_restores_it():
+    conv = torch.backends.cudnn.conv
+    before = (conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
+    with ieee_fp32(torch):
+        assert conv.fp32_precision == "ieee" and torch.backends.cuda.matmul.fp32_precision == "ieee"
+    assert (conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision) == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is visible: nothing to refuse")
+def test_cuda_runner_without_a_device_refuses_with_where_to_run():
+    runner = TorchCudaRunner("head/half", HalfSafeHead, HEAD_METAS, ["scores"], mode="half")
+    with pytest.raises(BackendUnavailable) as caught:
+        runner.activate()
+    assert NO_CUDA in str(caught.value)
+    assert not runner.is_active
+
+
+# ------------------------------------------------------------ CPU: TensorRT refusals
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
+def test_trt_runner_without_tensorrt_refuses_before_loading_any_engine():
+    calls = []
+    runner = TensorRTRunner("pose/trt-fp16", lambda: calls.append(1), ["dets"], backend="trt-fp16", precision="fp16")
+    with pytest.raises(BackendUnavailable, match="TensorRT is not installed") as caught:
+        runner.activate()
+    assert TENSORRT_MISSING in str(caught.value)
+    assert calls == []  # the engine source (build or load) never ran
+
+
+class IntSizeDetector(torch.nn.Module):
+    def forward(self, images, orig_target_sizes):
+        return images.mean(dim=(1, 2, 3)).unsqueeze(1) * orig_target_sizes.float()
+
+
+def int_size_case(onnx_path=None) -> ModelCase:
+    return ModelCase(
+        name="int-size-detector",
+        description="bug class 2 shape: an integer size input",
+        build_reference=IntSizeDetector,
+        build_deploy=lambda target: IntSizeDetector(),
+        inputs=(InputSpec("images", "image", ("float32",)),
+                InputSpec("orig_target_sizes", "image_size_wh", ("int64", "int32"))),
+        outputs=(OutputSpec("boxes", "raw"),),
+        sizes=SizeSpace(min_side=32, max_side=64, multiple_of=32, export_height=32, export_width=64),
+        to_instances=lambda outputs, index, size: None,
+        max_batch=2,
+        spatial_binding="per-size",
+        onnx_path=onnx_path,
+    )
+
+
+@pytest.fixture(scope="module")
+def int32_graph(tmp_path_factory):
+    path = tmp_path_factory.mktemp("int32") / "int32_sizes.onnx"
+    args = (torch.rand(1, 3, 32, 64), torch.tensor([[64, 32]], dtype=torch.int32))
+    torch.onnx.export(IntSizeDetector(), args, str(path), dynamo=False, opset_version=17,
+                      input_names=["images", "orig_target_sizes"], output_names=["boxes"],
+                      dynamic_axes={"images": {0: "batch"}, "orig_target_sizes": {0: "batch"}, "boxes": {0: "batch"}})
+    return path
+
+
+@pytest.mark.parametrize("backend", ["trt-fp16", "onnxrt-trt"])
+def test_trt_factories_check_the_graph_before_any_engine_is_built(int32_graph, tmp_path, backend):
+    """A user graph binding int32, a case feeding int64: refused at the factory, naming the input."""
+    case = int_size_case(onnx_path=int32_graph)
+    target = case.deploy_target(32, 64, ("float32", "int64"))
+    with pytest.raises(InputContractError, match="input 'orig_target_sizes'.*binds int32 but the case feeds int64"):
+        BACKENDS[backend].factory(case, target, RunnerContext(cache_dir=tmp_path))
+    assert not (tmp_path / "engines").exists() or not any((tmp_path / "engines").glob("*.engine"))
+
+
+def test_trt_factory_builds_nothing_until_activated(int32_graph, tmp_path):
+    case = int_size_case(onnx_path=int32_graph)
+    runner = BACKENDS["trt-fp32"].factory(case, case.deploy_target(32, 64, ("float32", "int32")),
+                                          RunnerContext(cache_dir=tmp_path))
+    assert isinstance(runner, TensorRTRunner) and not runner.is_active
+    assert runner.case_metas["orig_target_sizes"].dtypes == ("int32",)
+    assert not (tmp_path / "engines").exists()
+
+
+# ------------------------------------------------------------------- GPU tests
+
+
+def needs(*backend_names):
+    """Marks for a test that needs these backends: gpu (+ trt), and a skip with their reason."""
+    reasons = [f"{name}: {BACKENDS[name].unavailable()}" for name in backend_names if BACKENDS[name].unavailable()]
+    marks = [pytest.mark.gpu, pytest.mark.skipif(bool(reasons), reason="; ".join(reasons) or "available")]
+    if any(name.startswith("trt") or name == "onnxrt-trt" for name in backend_names):
+        marks.append(pytest.mark.trt)
+    return marks
+
+
+def requires(*backend_names):
+    """Decorator form of `needs`."""
+
+    def apply(test):
+        for mark in needs(*backend_names):
+            test = mark(test)
+        return test
+
+    return apply
+
+
+def run_against_reference(backend_name, case, height, width, batch, context):
+    target = case.deploy_target(height, width, case.default_dtypes())
+    feed = make_feed(case, height, width, batch, seed=7)
+    with reference_runner(case) as reference:
+        expected = reference.infer(feed)
+    runner = BACKENDS[backend_name].factory(case, target, context)
+    with runner:
+        got = runner.infer(feed)
+    backend = BACKENDS[backend_name]
+    comparisons = compare_case_outputs(case, expected, got, backend=backend.name, precision=backend.precision,
+                                       image_size=(height, width), batch=batch)
+    failures = [c for c in comparisons if c.verdict == Verdict.FAIL]
+    assert not failures, "\n".join(f"{c.kind} {c.output}: {c.message}" for c in failures)
+    return runner
+
+
+@pytest.mark.parametrize("backend_name", [
+    pytest.param("torch-cuda-fp32", marks=needs("torch-cuda-fp32")),
+    pytest.param("torch-cuda-autocast", marks=needs("torch-cuda-autocast")),
+    pytest.param("onnxrt-cuda", marks=needs("onnxrt-cuda")),
+])
+def test_gpu_backend_matches_the_cpu_reference_on_the_pose_model(backend_name, tmp_path):
+    run_against_reference(backend_name, POSE, 128, 192, 2, RunnerContext(cache_dir=tmp_path))
+
+
+@requires("torch-cuda-fp16")
+def test_torch_cuda_half_matches_cpu_fp32_within_the_fp16_row():
+    feed = head_feed(batch=3, height=32, width=48)
+    with TorchRunner("head/torch-cpu", HalfSafeHead, HEAD_METAS, ["scores"]) as plain:
+        reference = plain.infer(feed)["scores"]
+    with TorchCudaRunner("head/torch-cuda-fp16", HalfSafeHead, HEAD_METAS, ["scores"], mode="half") as half:
+        candidate = half.infer(feed)["scores"]
+        assert half.device_seconds > 0
+    comparison = compare_tensors(reference, candidate, lookup("tensor", "torch-cuda-fp16", "fp16"), "scores")
+    assert comparison.verdict == Verdict.PASS, comparison.message
+
+
+@pytest.mark.parametrize("backend_name", [
+    pytest.param("trt-fp32", marks=needs("trt-fp32")),
+    pytest.param("trt-fp16", marks=needs("trt-fp16")),
+])
+def test_trt_engine_is_built_cached_and_refuses_shapes_outside_its_profile(backend_name, tmp_path):
+    context = RunnerContext(cache_dir=tmp_path)
+    runner = run_against_reference(backend_name, POSE, 128, 192, 2, context)
+    cache = gpu.engine_cache(context)
+    assert cache.stats.builds == 1
+    engines = list((tmp_path / "engines").glob("*.engine"))
+    assert len(engines) == 1 and engines[0].with_name(engines[0].name + ".json").is_file()
+
+    target = POSE.deploy_target(128, 192, ("float32",))
+    again = BACKENDS[backend_name].factory(POSE, target, context)
+    with again:
+        assert cache.stats.hits == 1 and cache.stats.builds == 1  # loaded, not rebuilt
+        batch = again.get_input_metadata()["images"].shape[0]
+        assert isinstance(batch, DimRange) and (batch.min, batch.max) == (1, POSE.max_batch)
+        with pytest.raises(UnsupportedShapeError, match="input 'images'.*dimension 0 = 5"):
+            again.infer(make_feed(POSE, 128, 192, 5, seed=0))
+        bounds = again.shape_bounds(POSE)
+        assert (bounds.fixed_height, bounds.fixed_width, bounds.max_batch) == (128, 192, POSE.max_batch)
+    assert runner.precision == BACKENDS[backend_name].precision
+
+
+@requires("trt-fp32")
+def test_trt_engine_binding_int32_refuses_an_int64_feed(int32_graph, tmp_path):
+    case = int_size_case(onnx_path=int32_graph)
+    runner = BACKENDS["trt-fp32"].factory(case, case.deploy_target(32, 64, ("float32", "int32")),
+                                          RunnerContext(cache_dir=tmp_path))
+    with runner:
+        assert runner.get_input_metadata()["orig_target_sizes"].dtypes == ("int32",)  # read from the engine
+        feed = make_feed(case, 32, 64, 1, seed=0, dtypes=("float32", "int64"))
+        with pytest.raises(InputContractError, match="input 'orig_target_sizes': wrong dtype; expected int32, got int64"):
+            runner.infer(feed)

@@ -1,0 +1,131 @@
+"""GPU backends: registered, lazily imported, and skipped with a reason a person can act on."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import deploy_parity.gpu_backends as gpu
+from deploy_parity.backends import BACKENDS
+
+ROOT = Path(__file__).resolve().parents[1]
+GPU_NAMES = ["torch-cuda-fp32", "torch-cuda-fp16", "torch-cuda-autocast", "onnxrt-cuda", "onnxrt-trt",
+             "trt-fp32", "trt-tf32", "trt-fp16"]
+
+EVERYTHING = gpu.Capabilities(cuda=True, torch_cuda_build=True,
+                              ort_providers=("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+                              tensorrt=True, polygraphy=True)
+
+
+def test_every_gpu_backend_is_registered_as_gpu_with_its_precision():
+    precisions = {name: BACKENDS[name].precision for name in GPU_NAMES}
+    assert precisions == {
+        "torch-cuda-fp32": "fp32", "torch-cuda-fp16": "fp16", "torch-cuda-autocast": "autocast",
+        "onnxrt-cuda": "fp32", "onnxrt-trt": "tf32", "trt-fp32": "fp32", "trt-tf32": "tf32", "trt-fp16": "fp16",
+    }
+    assert all(BACKENDS[name].gpu for name in GPU_NAMES)
+
+
+def test_nothing_missing_means_no_reason():
+    for needs in [("cuda",), ("cuda", "ort-cuda"), ("cuda", "ort-trt", "tensorrt"), ("cuda", "tensorrt", "polygraphy")]:
+        assert gpu.missing(EVERYTHING, needs) is None
+
+
+def test_no_cuda_device_says_where_to_run():
+    caps = gpu.Capabilities(**{**EVERYTHING.__dict__, "cuda": False})
+    assert gpu.missing(caps, ("cuda",)) == (
+        "no CUDA device visible to torch (torch.cuda.is_available() is False): run on the GPU runner, "
+        "see README 'Nightly on a GPU runner'"
+    )
+    cpu_torch = gpu.Capabilities(**{**caps.__dict__, "torch_cuda_build": False})
+    assert "CPU-only build" in gpu.missing(cpu_torch, ("cuda",))
+
+
+def test_missing_cuda_provider_says_how_to_install_onnxruntime_gpu():
+    caps = gpu.Capabilities(**{**EVERYTHING.__dict__, "ort_providers": ("CPUExecutionProvider",)})
+    assert gpu.missing(caps, ("cuda", "ort-cuda")) == (
+        "onnxruntime has no CUDAExecutionProvider: pip uninstall onnxruntime && pip install -e '.[gpu]'"
+    )
+    assert "TensorrtExecutionProvider" in gpu.missing(caps, ("cuda", "ort-trt", "tensorrt"))
+
+
+def test_missing_tensorrt_says_how_to_install_it():
+    caps = gpu.Capabilities(**{**EVERYTHING.__dict__, "tensorrt": False, "polygraphy": False})
+    assert gpu.missing(caps, ("cuda", "tensorrt", "polygraphy")) == (
+        "TensorRT is not installed: pip install tensorrt --extra-index-url https://pypi.nvidia.com "
+        "(or pip install -e '.[trt]'); Polygraphy is not installed: pip install -e '.[trt]' (or pip install polygraphy)"
+    )
+
+
+def test_all_missing_parts_are_named_at_once():
+    bare = gpu.Capabilities(cuda=False, torch_cuda_build=True, ort_providers=("CPUExecutionProvider",),
+                            tensorrt=False, polygraphy=True)
+    reason = gpu.missing(bare, ("cuda", "ort-trt", "tensorrt"))
+    assert reason.count("; ") == 2
+    assert reason.startswith("no CUDA device") and "TensorrtExecutionProvider" in reason and "pypi.nvidia.com" in reason
+
+
+def test_reasons_on_this_machine_match_what_it_has():
+    """The real probe: each backend names exactly what this machine lacks (None on a full GPU runner)."""
+    import onnxruntime
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    providers = onnxruntime.get_available_providers()
+    has_trt = importlib.util.find_spec("tensorrt") is not None
+    for name in GPU_NAMES:
+        reason = BACKENDS[name].unavailable() or ""
+        assert ("torch.cuda.is_available() is False" in reason) == (not has_cuda), (name, reason)
+        if name == "onnxrt-cuda":
+            assert ("no CUDAExecutionProvider" in reason) == ("CUDAExecutionProvider" not in providers)
+        if name.startswith("trt-") or name == "onnxrt-trt":
+            assert ("TensorRT is not installed" in reason) == (not has_trt)
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_importing_the_gpu_modules_imports_no_tensorrt():
+    result = run_python(
+        """
+        import sys
+        import deploy_parity
+        import deploy_parity.gpu_backends
+        import deploy_parity.runners.trt_runner
+        import deploy_parity.runners.torch_cuda_runner
+        import deploy_parity.trt.engine_cache, deploy_parity.trt.profiles, deploy_parity.contract_check
+        loaded = sorted(m for m in ("tensorrt", "polygraphy") if m in sys.modules)
+        assert not loaded, f"imported at import time: {loaded}"
+        # Asking every backend whether it can run looks for TensorRT without importing it.
+        from deploy_parity.backends import BACKENDS
+        for backend in BACKENDS.values():
+            backend.unavailable()
+        assert "tensorrt" not in sys.modules, "unavailable() imported tensorrt"
+        print("ok")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.slow  # a pytest subprocess: ~5 s of imports on an idle machine
+@pytest.mark.skipif(BACKENDS["trt-fp16"].unavailable() is None, reason="trt-fp16 can run here: nothing to skip")
+def test_suite_items_on_an_unavailable_gpu_backend_skip_with_the_reason():
+    """End to end through fixtures/selection.py: the parity suite on trt-fp16 skips, saying why."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "suites/test_parity.py::test_determinism", "-p", "deploy_parity.gpu_backends",
+         "--backend", "trt-fp16", "--model", "pose-rtmo", "-rs", "-q", "-p", "no:cacheprovider"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 skipped" in result.stdout
+    assert f"backend trt-fp16 unavailable: {BACKENDS['trt-fp16'].unavailable()}" in " ".join(result.stdout.split())
