@@ -33,6 +33,9 @@ class Backend:
     factory: Callable  # (case, target, context) -> Runner (not yet activated)
     unavailable: Callable[[], Optional[str]] = lambda: None  # None, or why not + how to fix
     gpu: bool = False
+    # What the backend runs: "torch" (a module; takes what the case declares), "onnx" (a
+    # graph whose declared shapes may be narrower) or "engine" (profiles narrower still).
+    artifact: str = "onnx"
     # Backends whose results vary from run to run by design (none yet) skip determinism.
     deterministic: bool = True
 
@@ -86,7 +89,10 @@ def register_backend(backend: Backend) -> None:
     BACKENDS[backend.name] = backend
 
 
-register_backend(Backend("torch-cpu", "fp32", "the deploy module (what gets exported) run by PyTorch on CPU", _torch_cpu))
+register_backend(
+    Backend("torch-cpu", "fp32", "the deploy module (what gets exported) run by PyTorch on CPU", _torch_cpu,
+            artifact="torch")
+)
 register_backend(
     Backend("onnxrt-cpu", "fp32", "the exported graph on ONNX Runtime's CPU provider", _onnxrt_cpu, _onnxruntime_missing)
 )

@@ -17,7 +17,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from deploy_parity.errors import ModelCaseError
+from deploy_parity.errors import ModelCaseError, UnsupportedShapeError
 
 # How a deploy graph's spatial size is bound.
 #  dynamic:  one graph, dynamic H and W within the case's SizeSpace.
@@ -173,4 +173,9 @@ class ModelCase:
             return DeployTarget(None, None, tuple(dtypes))
         if self.spatial_binding == "fixed":
             return DeployTarget(self.sizes.export_height, self.sizes.export_width, tuple(dtypes))
+        why = self.sizes.why_not(height, width)
+        if why:  # a per-size deploy module would be built with a grid that cannot fit
+            image = next(i.name for i in self.inputs if i.role == "image")
+            raise UnsupportedShapeError(self.name, image, f"no deploy graph for {height}x{width}: {why}",
+                                        self.sizes.describe(), f"{height}x{width}")
         return DeployTarget(height, width, tuple(dtypes))

@@ -30,6 +30,7 @@ class CaseResult:
     message: str = ""
     seconds: float = 0.0
     replay: str = ""  # the command that re-runs exactly this case
+    accepted: dict = field(default_factory=dict)  # input -> shapes the candidate accepts
 
     def failures(self) -> list:
         return [c for c in self.comparisons if c.verdict == Verdict.FAIL]
@@ -63,6 +64,7 @@ class CaseResult:
             "message": self.message,
             "seconds": round(self.seconds, 4),
             "replay": self.replay,
+            "accepted_shapes": self.accepted,
             "comparisons": [c.to_record() for c in self.comparisons],
         }
 
@@ -90,20 +92,49 @@ def candidate_runner(pool, case, backend, example: ParityExample):
     return pool.get(case, backend, case.deploy_target(example.height, example.width, example.dtypes))
 
 
+def accepted_shapes(runner) -> dict:
+    return {name: f"{'|'.join(meta.dtypes)} {meta.describe_shape()}" for name, meta in runner.get_input_metadata().items()}
+
+
 def check_parity(pool, case, backend, example: ParityExample) -> CaseResult:
     """Candidate backend against the eager PyTorch reference on one feed."""
     start = time.perf_counter()
     feed = make_feed(case, example.height, example.width, example.batch, example.seed, example.dtypes)
-    reference = pool.reference(case).infer(feed)
+    runner = candidate_runner(pool, case, backend, example)
     try:
-        candidate = candidate_runner(pool, case, backend, example).infer(feed)
+        candidate = runner.infer(feed)
     except UnsupportedShapeError as error:
-        return _refused("parity", case, backend, example, error, start)
+        result = _refused("parity", case, backend, example, error, start)
+        result.accepted = accepted_shapes(runner)
+        return result
+    reference = pool.reference(case).infer(feed)
     comparisons = compare_case_outputs(
         case, reference, candidate, backend=backend.name, precision=backend.precision,
         image_size=(example.height, example.width), batch=example.batch,
     )
-    return _result("parity", case, backend, example, comparisons, start)
+    result = _result("parity", case, backend, example, comparisons, start)
+    result.accepted = accepted_shapes(runner)
+    return result
+
+
+def check_refusal(pool, case, backend, example: ParityExample) -> CaseResult:
+    """A shape outside what the candidate accepts must be refused with a clear message:
+    neither a parity failure nor (worse) a pass. FAIL if the candidate runs it anyway."""
+    start = time.perf_counter()
+    feed = make_feed(case, example.height, example.width, example.batch, example.seed, example.dtypes)
+    runner = None
+    try:
+        # A per-size case refuses to build a graph for a size outside its space at all.
+        runner = candidate_runner(pool, case, backend, example)
+        runner.infer(feed)
+    except UnsupportedShapeError as error:
+        result = _refused("refusal", case, backend, example, error, start)
+    else:
+        comparison = Comparison("contract", case.input_names[0], Verdict.FAIL,
+                                message=f"{example.describe()} lies outside the accepted shapes but was run")
+        result = _result("refusal", case, backend, example, [comparison], start, message=comparison.message)
+    result.accepted = accepted_shapes(runner) if runner is not None else {"sizes": case.sizes.describe()}
+    return result
 
 
 def check_batch_consistency(pool, case, backend, example: ParityExample) -> CaseResult:

@@ -204,21 +204,21 @@ def engine_cache(context: RunnerContext):
 
 GPU_BACKENDS = (
     Backend("torch-cuda-fp32", "fp32", "the deploy module run by PyTorch on CUDA in fp32 (TF32 off)",
-            _torch_cuda("fp32", "torch-cuda-fp32"), _requires("cuda"), gpu=True),
+            _torch_cuda("fp32", "torch-cuda-fp32"), _requires("cuda"), gpu=True, artifact="torch"),
     Backend("torch-cuda-fp16", "fp16", "the deploy module on CUDA after .half(); float inputs cast on the device",
-            _torch_cuda("half", "torch-cuda-fp16"), _requires("cuda"), gpu=True),
+            _torch_cuda("half", "torch-cuda-fp16"), _requires("cuda"), gpu=True, artifact="torch"),
     Backend("torch-cuda-autocast", "autocast", "the deploy module on CUDA under torch.autocast(float16)",
-            _torch_cuda("autocast", "torch-cuda-autocast"), _requires("cuda"), gpu=True),
+            _torch_cuda("autocast", "torch-cuda-autocast"), _requires("cuda"), gpu=True, artifact="torch"),
     Backend("onnxrt-cuda", "fp32", "the exported graph on ONNX Runtime's CUDAExecutionProvider (TF32 off)",
             _onnxrt_cuda, _requires("cuda", "ort-cuda"), gpu=True),
     Backend("onnxrt-trt", "tf32", "the exported graph on ONNX Runtime's TensorrtExecutionProvider",
             _onnxrt_trt, _requires("cuda", "ort-trt", "tensorrt"), gpu=True),
     Backend("trt-fp32", "fp32", "a TensorRT engine built by Polygraphy in fp32 (TF32 off)",
-            _trt("fp32"), _requires("cuda", "tensorrt", "polygraphy"), gpu=True),
+            _trt("fp32"), _requires("cuda", "tensorrt", "polygraphy"), gpu=True, artifact="engine"),
     Backend("trt-tf32", "tf32", "a TensorRT engine built by Polygraphy with TF32 allowed",
-            _trt("tf32"), _requires("cuda", "tensorrt", "polygraphy"), gpu=True),
+            _trt("tf32"), _requires("cuda", "tensorrt", "polygraphy"), gpu=True, artifact="engine"),
     Backend("trt-fp16", "fp16", "a TensorRT engine built by Polygraphy with FP16 kernels allowed",
-            _trt("fp16"), _requires("cuda", "tensorrt", "polygraphy"), gpu=True),
+            _trt("fp16"), _requires("cuda", "tensorrt", "polygraphy"), gpu=True, artifact="engine"),
 )
 
 for _backend in GPU_BACKENDS:

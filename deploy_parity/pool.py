@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from deploy_parity.backends import Backend, RunnerContext, reference_runner
+from deploy_parity.backends import Backend, RunnerContext, onnx_for, reference_runner
+from deploy_parity.bounds import ShapeBounds, case_bounds, onnx_graph_bounds
 from deploy_parity.case import DeployTarget, ModelCase
 
 
@@ -41,6 +42,22 @@ class RunnerPool:
             _, old = self._runners.popitem(last=False)
             self._retire(old)
         return runner
+
+    def bounds(self, case: ModelCase, backend: Backend) -> ShapeBounds:
+        """The shapes this backend's artifact accepts, read from the artifact itself where
+        it can be narrower than the case (a fixed-size or user-supplied graph, an engine
+        profile), so strategies never draw a shape the artifact cannot take."""
+        if backend.artifact == "torch":
+            return case_bounds(case)
+        target = case.deploy_target(case.sizes.export_height or case.sizes.min_side,
+                                    case.sizes.export_width or case.sizes.min_side, case.default_dtypes())
+        if backend.artifact == "engine":
+            runner = self.get(case, backend, target)
+            if hasattr(runner, "shape_bounds"):
+                return runner.shape_bounds(case)
+        if case.onnx_path is not None or case.spatial_binding == "fixed":
+            return onnx_graph_bounds(case, onnx_for(case, target, self.context))
+        return case_bounds(case)
 
     def _retire(self, runner):
         self._retired_seconds += runner.inference_seconds

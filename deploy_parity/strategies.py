@@ -92,7 +92,7 @@ def square_control(case, bounds: ShapeBounds) -> ParityExample:
     """The square, batch-1, default-dtype input that hid all five bug classes."""
     side = bounds.fixed_height or case.sizes.export_height or bounds.min_side
     if bounds.fixed_height is not None and bounds.fixed_height != bounds.fixed_width:
-        side = bounds.fixed_height  # a fixed rectangular artifact has no square size
+        # A fixed rectangular artifact has no square size: its one size is the control.
         return ParityExample(bounds.fixed_height, bounds.fixed_width, bounds.min_batch, case.default_dtypes(), 0)
     return ParityExample(side, side, bounds.min_batch, case.default_dtypes(), 0)
 
@@ -101,6 +101,27 @@ def export_size_example(case, bounds: ShapeBounds) -> ParityExample:
     height = bounds.fixed_height or case.sizes.export_height or bounds.min_side
     width = bounds.fixed_width or case.sizes.export_width or bounds.min_side
     return ParityExample(height, width, bounds.min_batch, case.default_dtypes(), 1)
+
+
+def refusal_examples(case, bounds: ShapeBounds) -> list:
+    """Examples just outside what the artifact accepts: each must be refused clearly.
+
+    One batch beyond the limit (engine profiles capped at batch 1 silently truncated in
+    bug class 3), and sizes beyond the accepted space (bug class 5: an engine built for
+    one size fed another).
+    """
+    control = export_size_example(case, bounds)
+    dtypes = case.default_dtypes()
+    examples = [ParityExample(control.height, control.width, bounds.max_batch + 1, dtypes, 0)]
+    step = max(bounds.multiple_of, 32)
+    if bounds.fixed_height is not None:
+        examples.append(ParityExample(bounds.fixed_height + step, bounds.fixed_width, 1, dtypes, 0))
+        examples.append(ParityExample(bounds.fixed_height, bounds.fixed_width + step, 1, dtypes, 0))
+    else:
+        examples.append(ParityExample(bounds.max_side + step, control.width, 1, dtypes, 0))
+    if bounds.multiple_of > 1 and bounds.fixed_height is None:
+        examples.append(ParityExample(control.height + bounds.multiple_of // 2, control.width, 1, dtypes, 0))
+    return examples
 
 
 # Sentinels for @example: resolved per model case inside the test (examples are static).

@@ -8,10 +8,11 @@ from __future__ import annotations
 import pytest
 
 from deploy_parity.bounds import case_bounds
-from deploy_parity.check import candidate_runner
+from deploy_parity.check import candidate_runner, check_refusal
+from deploy_parity.compare.verdict import Verdict
 from deploy_parity.errors import UnsupportedShapeError
 from deploy_parity.inputs import make_feed
-from deploy_parity.strategies import ParityExample
+from deploy_parity.strategies import ParityExample, refusal_examples
 
 
 def test_parity(parity_property):
@@ -32,6 +33,16 @@ def test_batch_consistency(parity_property, model_case, backend, runner_pool):
     feed = make_feed(model_case, side, width, 2, 0)
     with pytest.raises(UnsupportedShapeError, match="dimension 0 = 2"):
         candidate_runner(runner_pool, model_case, backend, example).infer(feed)
+
+
+def test_refuses_shapes_outside_what_it_accepts(parity_property, model_case, backend, runner_pool, parity_recorder):
+    """Batch beyond the limit and sizes outside the artifact's accepted shapes are refused
+    with a message naming the input: never a parity failure, never a pass."""
+    bounds = runner_pool.bounds(model_case, backend)
+    for example in refusal_examples(model_case, bounds):
+        result = check_refusal(runner_pool, model_case, backend, example)
+        parity_recorder.record(result)
+        assert result.verdict == Verdict.REFUSED, result.summary()
 
 
 def test_determinism(parity_property):
