@@ -88,6 +88,10 @@ def _refused(check, case, backend, example, error, start) -> CaseResult:
     return _result(check, case, backend, example, [comparison], start, message=str(error))
 
 
+def feed_for(case, example: ParityExample) -> dict:
+    return make_feed(case, example.height, example.width, example.batch, example.seed, example.dtypes)
+
+
 def candidate_runner(pool, case, backend, example: ParityExample):
     return pool.get(case, backend, case.deploy_target(example.height, example.width, example.dtypes))
 
@@ -99,7 +103,7 @@ def accepted_shapes(runner) -> dict:
 def check_parity(pool, case, backend, example: ParityExample) -> CaseResult:
     """Candidate backend against the eager PyTorch reference on one feed."""
     start = time.perf_counter()
-    feed = make_feed(case, example.height, example.width, example.batch, example.seed, example.dtypes)
+    feed = feed_for(case, example)
     runner = candidate_runner(pool, case, backend, example)
     try:
         candidate = runner.infer(feed)
@@ -121,7 +125,7 @@ def check_refusal(pool, case, backend, example: ParityExample) -> CaseResult:
     """A shape outside what the candidate accepts must be refused with a clear message:
     neither a parity failure nor (worse) a pass. FAIL if the candidate runs it anyway."""
     start = time.perf_counter()
-    feed = make_feed(case, example.height, example.width, example.batch, example.seed, example.dtypes)
+    feed = feed_for(case, example)
     runner = None
     try:
         # A per-size case refuses to build a graph for a size outside its space at all.
@@ -140,7 +144,7 @@ def check_refusal(pool, case, backend, example: ParityExample) -> CaseResult:
 def check_batch_consistency(pool, case, backend, example: ParityExample) -> CaseResult:
     """Metamorphic: a batch of N different images equals the N images run one by one."""
     start = time.perf_counter()
-    feed = make_feed(case, example.height, example.width, example.batch, example.seed, example.dtypes)
+    feed = feed_for(case, example)
     runner = candidate_runner(pool, case, backend, example)
     try:
         batched = runner.infer(feed)
@@ -161,7 +165,7 @@ def check_batch_consistency(pool, case, backend, example: ParityExample) -> Case
 def check_determinism(pool, case, backend, example: ParityExample) -> CaseResult:
     """The same backend run twice on the same feed gives bit-identical outputs."""
     start = time.perf_counter()
-    feed = make_feed(case, example.height, example.width, example.batch, example.seed, example.dtypes)
+    feed = feed_for(case, example)
     runner = candidate_runner(pool, case, backend, example)
     try:
         first = runner.infer(feed)

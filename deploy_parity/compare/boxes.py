@@ -297,17 +297,7 @@ def compare_boxes(
     matching = match_instances(ref, cand)
 
     def result(verdict, message, evidence=None):
-        comparison = Comparison(
-            kind="boxes",
-            output=output,
-            verdict=verdict,
-            metrics=metrics,
-            message=message,
-            tolerance=dict(tol.values),
-            tolerance_source=tol.source,
-            evidence=evidence or {},
-        )
-        return comparison, matching
+        return Comparison.judged("boxes", output, tol, verdict, metrics, message, evidence), matching
 
     pairs = _measure_pairs(ref, cand, matching)
     metrics = {

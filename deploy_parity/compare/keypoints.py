@@ -12,30 +12,15 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from deploy_parity.scenes.skeleton import KEYPOINT_NAMES
+
 from .boxes import Matching, first_nonfinite
 from .instances import Instances
 from .tolerances import ResolvedTolerance
 from .verdict import Comparison, Verdict
 
-COCO_KEYPOINT_NAMES = (
-    "nose",
-    "left_eye",
-    "right_eye",
-    "left_ear",
-    "right_ear",
-    "left_shoulder",
-    "right_shoulder",
-    "left_elbow",
-    "right_elbow",
-    "left_wrist",
-    "right_wrist",
-    "left_hip",
-    "right_hip",
-    "left_knee",
-    "right_knee",
-    "left_ankle",
-    "right_ankle",
-)
+# One list of names for the whole project: the scenes' skeleton follows COCO's order.
+COCO_KEYPOINT_NAMES = KEYPOINT_NAMES
 
 # Per-keypoint falloff of the COCO object keypoint similarity, in COCO_KEYPOINT_NAMES order.
 COCO_SIGMAS = np.array(
@@ -96,16 +81,7 @@ def compare_keypoints(
     """
 
     def result(verdict, metrics, message, evidence=None):
-        return Comparison(
-            kind="keypoints",
-            output=output,
-            verdict=verdict,
-            metrics=metrics,
-            message=message,
-            tolerance=dict(tol.values),
-            tolerance_source=tol.source,
-            evidence=evidence or {},
-        )
+        return Comparison.judged("keypoints", output, tol, verdict, metrics, message, evidence)
 
     if ref.keypoints is None or cand.keypoints is None:
         has = "reference" if ref.keypoints is not None else "candidate"

@@ -104,16 +104,7 @@ def compare_masks(
     fraction of boundary pixels that flip, largest soft difference."""
 
     def result(verdict, metrics, message, evidence=None):
-        return Comparison(
-            kind="masks",
-            output=output,
-            verdict=verdict,
-            metrics=metrics,
-            message=message,
-            tolerance=dict(tol.values),
-            tolerance_source=tol.source,
-            evidence=evidence or {},
-        )
+        return Comparison.judged("masks", output, tol, verdict, metrics, message, evidence)
 
     if ref.masks is None or cand.masks is None:
         has = "reference" if ref.masks is not None else "candidate"

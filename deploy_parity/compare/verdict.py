@@ -51,6 +51,12 @@ class Comparison:
     tolerance_source: str = ""
     evidence: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def judged(cls, kind, output, tol, verdict, metrics, message, evidence=None) -> "Comparison":
+        """A comparison judged against a ResolvedTolerance, which it records with its source."""
+        return cls(kind=kind, output=output, verdict=verdict, metrics=metrics, message=message,
+                   tolerance=dict(tol.values), tolerance_source=tol.source, evidence=evidence or {})
+
     @property
     def failed(self) -> bool:
         return self.verdict == Verdict.FAIL
