@@ -258,3 +258,17 @@ def test_matching_leaves_barely_overlapping_pairs_unmatched():
     matching = match_instances(ref, cand, min_iou=0.1)
     assert matching.pairs == []
     assert matching.unmatched_ref.tolist() == [0] and matching.unmatched_cand.tolist() == [0]
+
+
+def test_fixed_topk_output_with_no_confident_reference_instance_is_vacuous():
+    """A top-k model returns k instances whatever it sees: low-score agreement is no pass."""
+    boxes = np.array([[10, 10, 40, 40], [60, 10, 90, 40], [10, 60, 40, 90]], dtype=float)
+    ref = Instances(boxes=boxes, scores=np.array([0.2, 0.15, 0.1]))
+    cand = Instances(boxes=boxes.copy(), scores=np.array([0.2, 0.15, 0.1]))
+    tol = lookup("boxes", "onnxrt-cpu", "fp32")
+    comparison, _ = compare_boxes(ref, cand, tol, score_threshold=0.5, topk=3)
+    assert comparison.verdict == Verdict.VACUOUS, comparison.message
+    assert "no instance scoring >= 0.5" in comparison.message
+    confident = Instances(boxes=boxes, scores=np.array([0.9, 0.15, 0.1]))
+    comparison, _ = compare_boxes(confident, confident, tol, score_threshold=0.5, topk=3)
+    assert comparison.verdict == Verdict.PASS

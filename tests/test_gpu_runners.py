@@ -82,14 +82,37 @@ def test_half_mode_still_requires_the_declared_float32_feed():
             half.infer(head_feed(dtype=np.float16))
 
 
+class FloatCastHead(torch.nn.Module):
+    """Casts its input to fp32 before an fp16 conv: the classic non-half-safe module."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, images):
+        return self.conv(images.float()).amax(dim=(2, 3))
+
+
 def test_half_mode_names_a_module_that_is_not_half_safe():
-    """pose-rtmo normalises with images.float(): under .half() that meets fp16 weights."""
-    target = POSE.deploy_target(64, 64, ("float32",))
-    runner = TorchCudaRunner("pose/half-on-cpu", lambda: POSE.build_deploy(target), metas_for_case(POSE, target),
-                             POSE.output_names, mode="half", device="cpu")
+    metas = {"images": TensorMeta("images", ("float32",), (1, 3, 16, 16))}
+    runner = TorchCudaRunner("cast/half-on-cpu", FloatCastHead, metas, ["scores"], mode="half", device="cpu")
     with runner:
         with pytest.raises(HarnessError, match="not half-safe.*torch-cuda-autocast"):
-            runner.infer(make_feed(POSE, 64, 64, 1, 0))
+            runner.infer({"images": np.zeros((1, 3, 16, 16), dtype=np.float32)})
+
+
+def test_pose_runs_under_half_within_the_fp16_row():
+    """pose-rtmo casts its normalised input to the weights' dtype, so .half() runs it."""
+    target = POSE.deploy_target(64, 96, ("float32",))
+    feed = make_feed(POSE, 64, 96, 1, 0)
+    half = TorchCudaRunner("pose/half-on-cpu", lambda: POSE.build_deploy(target), metas_for_case(POSE, target),
+                           POSE.output_names, mode="half", device="cpu")
+    with half, reference_runner(POSE) as ref:
+        candidate = half.infer(feed)
+        reference = ref.infer(feed)
+    comparisons = compare_case_outputs(POSE, reference, candidate, backend="torch-cuda-fp16", precision="fp16",
+                                       image_size=(64, 96), batch=1)
+    assert all(c.verdict != Verdict.FAIL for c in comparisons), [c.message for c in comparisons]
 
 
 def test_ieee_fp32_switches_tf32_off_and_restores_it():

@@ -313,6 +313,7 @@ def compare_boxes(
         "n_unmatched_cand": len(matching.unmatched_cand),
         "n_ambiguous": 0,
         "n_below_threshold": 0,
+        "n_ref_above_threshold": int((ref.scores >= score_threshold).sum()) if score_threshold is not None else len(ref),
     }
 
     nonfinite = _nonfinite_message(ref, cand)
@@ -394,6 +395,15 @@ def compare_boxes(
 
     if not matching.pairs:
         return result(Verdict.VACUOUS, "no instance above the score threshold on either side; nothing to compare")
+
+    # A top-k model always returns k instances: agreement on background priors that
+    # found nobody is no evidence. Only reference detections above the threshold count.
+    if score_threshold is not None and not (ref.scores >= score_threshold).any():
+        return result(
+            Verdict.VACUOUS,
+            f"the reference has no instance scoring >= {score_threshold:g} (best {ref.scores.max():.3g}); "
+            f"{len(matching.pairs)} low-score pair(s) agree, which proves nothing",
+        )
 
     return result(
         Verdict.PASS,
