@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from hypothesis import example, given, note, target
+from hypothesis.control import currently_in_test_context
 from hypothesis import strategies as st
 
 from deploy_parity.bounds import ShapeBounds
@@ -69,11 +70,15 @@ class PropertyRun:
         result.replay = self.replay_command(ex)
         self.record(result)
         self.results.append(result)
-        note(f"case: {ex.describe()}")
-        note(f"re-run exactly this case: {result.replay}")
-        worst = worst_error(result)
-        if worst is not None:
-            target(worst, label="worst pixel/abs error")  # steer the search toward large errors
+        if currently_in_test_context():  # --replay runs the check outside Hypothesis
+            note(f"case: {ex.describe()}")
+            note(f"re-run exactly this case: {result.replay}")
+            # Steer the search toward large errors, and toward instances lost altogether
+            # (a total failure has no matched pair and so no pixel error to maximise).
+            worst = worst_error(result)
+            if worst is not None:
+                target(worst, label="worst pixel/abs error")
+            target(float(unmatched_instances(result)), label="unmatched instances")
         if result.verdict in (Verdict.FAIL, Verdict.REFUSED):
             raise ParityFailure(result.summary())
         return result
@@ -109,6 +114,11 @@ class PropertyRun:
 
 # Metrics that measure how wrong a candidate is, largest first in importance.
 _ERROR_METRICS = ("max_px", "max_corner_px", "max_abs")
+
+
+def unmatched_instances(result: CaseResult) -> int:
+    return sum(int(c.metrics.get(key, 0)) for c in result.comparisons
+               for key in ("n_unmatched_ref", "n_unmatched_cand"))
 
 
 def worst_error(result: CaseResult) -> Optional[float]:

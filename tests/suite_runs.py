@@ -27,12 +27,15 @@ class SuiteRun:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+PARITY_ONLY = "suites/test_parity.py::test_parity"  # the parity property alone
+
+
 def run_suite(tmp_path: Path, *args: str, profile: str = "ci", cache_dir: Path | None = None,
-              timeout: int = 1200) -> SuiteRun:
-    """`pytest suites <args>` in a fresh process, reports (and, unless given, the cache) under tmp_path."""
+              timeout: int = 1200, target: str = "suites") -> SuiteRun:
+    """`pytest <target> <args>` in a fresh process, reports (and, unless given, the cache) under tmp_path."""
     reports = tmp_path / f"reports-{len(list(tmp_path.glob('reports-*')))}"
     cache = cache_dir or (tmp_path / "cache")
-    command = [sys.executable, "-m", "pytest", "suites", "-p", "no:cacheprovider", "--hypothesis-profile", profile,
+    command = [sys.executable, "-m", "pytest", target, "-p", "no:cacheprovider", "--hypothesis-profile", profile,
                "--reports-dir", str(reports), "--parity-cache-dir", str(cache), *args]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "HYPOTHESIS_"))}
     env["PYTHONUNBUFFERED"] = "1"

@@ -11,7 +11,7 @@ from deploy_parity.export import onnx_exporter
 from deploy_parity.export.onnx_exporter import ExportOptions, export_key, export_onnx
 from deploy_parity.errors import HarnessError
 from deploy_parity.registry import build_registry
-from tests.suite_runs import run_suite
+from tests.suite_runs import PARITY_ONLY, run_suite
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +56,11 @@ def test_old_opset_and_unknown_exporter_are_refused():
 @pytest.mark.slow
 def test_second_suite_run_exports_nothing(tmp_path):
     cache = tmp_path / "shared-cache"
-    args = ("--model", "pose-rtmo", "--backend", "onnxrt-cpu", "-k", "test_parity")
-    first = run_suite(tmp_path, *args, cache_dir=cache)
+    args = ("--model", "pose-rtmo", "--backend", "onnxrt-cpu")
+    first = run_suite(tmp_path, *args, cache_dir=cache, target=PARITY_ONLY)
     assert first.returncode == 0, first.output[-2000:]
     assert first.run_summary["exports"] > 0
-    second = run_suite(tmp_path, *args, cache_dir=cache)
+    second = run_suite(tmp_path, *args, cache_dir=cache, target=PARITY_ONLY)
     assert second.returncode == 0, second.output[-2000:]
     assert second.run_summary["exports"] == 0
     assert second.run_summary["export_cache_hits"] >= first.run_summary["exports"]

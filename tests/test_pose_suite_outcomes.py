@@ -15,7 +15,7 @@ from deploy_parity.check import check_parity
 from deploy_parity.compare.verdict import Verdict
 from deploy_parity.registry import build_registry
 from deploy_parity.strategies import ParityExample
-from tests.suite_runs import run_suite
+from tests.suite_runs import PARITY_ONLY, run_suite
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ KEYPOINT_ERROR = re.compile(r"keypoint \d+ \([a-z_]+\): ([\d.]+) px")
 
 @pytest.fixture(scope="module")
 def broken_run(tmp_path_factory):
-    return run_suite(tmp_path_factory.mktemp("broken"), "--model", "pose-rtmo-broken", "-k", "test_parity")
+    return run_suite(tmp_path_factory.mktemp("broken"), "--model", "pose-rtmo-broken", target=PARITY_ONLY)
 
 
 def test_broken_pose_fails_with_shrunk_rectangular_counterexample(broken_run):
@@ -44,21 +44,38 @@ def test_printed_replay_command_reproduces_the_failure(broken_run, tmp_path):
     argv = shlex.split(line)
     nodeid, replay = argv[1], argv[argv.index("--replay") + 1]
     backend = argv[argv.index("--backend") + 1]
-    again = run_suite(tmp_path, nodeid.split("::")[0], "-k", "test_parity", "--model", "pose-rtmo-broken",
-                      "--backend", backend, "--replay", replay)
+    again = run_suite(tmp_path, "--model", "pose-rtmo-broken", "--backend", backend, "--replay", replay,
+                      target=nodeid)
     assert again.returncode == 1, again.output[-2000:]
-    assert len(again.records()) == 1  # exactly the one case, nothing else
+    records = again.records()
+    assert len(records) == 1  # exactly the one case, nothing else
+    expected = ParityExample.parse(replay)
+    assert (records[0]["height"], records[0]["width"], records[0]["batch"]) == (expected.height, expected.width,
+                                                                                expected.batch)
+    assert records[0]["verdict"] == "fail"
+    assert "keypoint" in again.output and "px" in again.output
+
+
+def test_replay_of_a_passing_case_passes(tmp_path):
+    run = run_suite(tmp_path, "--model", "pose-rtmo", "--backend", "onnxrt-cpu",
+                    "--replay", "h=64,w=96,batch=2,dtypes=uint8,seed=5", target=PARITY_ONLY)
+    assert run.returncode == 0, run.output[-2000:]
+    [record] = run.records()
+    assert (record["height"], record["width"], record["batch"], record["dtypes"]) == (64, 96, 2, ["uint8"])
+    assert record["verdict"] == "pass"
 
 
 def test_fixed_pose_passes(tmp_path):
     run = run_suite(tmp_path, "--model", "pose-rtmo")
     assert run.returncode == 0, run.output[-3000:]
     records = run.records()
-    assert {r["check"] for r in records} == {"parity", "batch", "determinism"}
-    assert any(r["height"] != r["width"] for r in records), "no rectangular size was tested"
-    assert any(r["batch"] > 1 for r in records), "no batch > 1 was tested"
-    assert {tuple(r["dtypes"]) for r in records} >= {("float32",), ("uint8",)}
-    assert all(r["verdict"] in ("pass", "ambiguous") for r in records)
+    assert {r["check"] for r in records} == {"parity", "batch", "determinism", "refusal"}
+    checked = [r for r in records if r["check"] != "refusal"]
+    assert any(r["height"] != r["width"] for r in checked), "no rectangular size was tested"
+    assert any(r["batch"] > 1 for r in checked), "no batch > 1 was tested"
+    assert {tuple(r["dtypes"]) for r in checked} >= {("float32",), ("uint8",)}
+    assert all(r["verdict"] == "pass" for r in checked)
+    assert all(r["verdict"] == "refused" for r in records if r["check"] == "refusal")
 
 
 @pytest.mark.parametrize("side", [64, 128, 192])
