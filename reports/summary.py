@@ -4,23 +4,24 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from reports.metrics import ERROR_METRICS, group_key, worst_errors
+
 VERDICTS = ("pass", "fail", "ambiguous", "vacuous", "refused")
-_ERROR_METRICS = ("max_px", "max_corner_px", "max_abs")
 
 
 def summarise(records: list) -> list:
     """Rows per (model, backend, precision, check): counts per verdict and worst errors."""
     groups = defaultdict(list)
     for record in records:
-        groups[(record["model"], record["backend"], record["precision"], record["check"])].append(record)
+        groups[group_key(record)].append(record)
     rows = []
     for (model, backend, precision, check), items in sorted(groups.items()):
         row = {"model": model, "backend": backend, "precision": precision, "check": check, "cases": len(items)}
         for verdict in VERDICTS:
             row[verdict] = sum(r["verdict"] == verdict for r in items)
-        for metric in _ERROR_METRICS:
-            values = [c["metrics"][metric] for r in items for c in r["comparisons"]
-                      if isinstance(c.get("metrics", {}).get(metric), (int, float))]
+        worst = [worst_errors(r) for r in items]
+        for metric in ERROR_METRICS:
+            values = [w[metric] for w in worst if w[metric] is not None]
             row[metric] = max(values) if values else None
         row["sizes"] = len({(r["height"], r["width"]) for r in items})
         row["non_square"] = sum(r["height"] != r["width"] for r in items)

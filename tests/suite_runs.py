@@ -36,7 +36,9 @@ def run_suite(tmp_path: Path, *args: str, profile: str = "ci", cache_dir: Path |
     reports = tmp_path / f"reports-{len(list(tmp_path.glob('reports-*')))}"
     cache = cache_dir or (tmp_path / "cache")
     command = [sys.executable, "-m", "pytest", target, "-p", "no:cacheprovider", "--hypothesis-profile", profile,
-               "--reports-dir", str(reports), "--parity-cache-dir", str(cache), *args]
+               "--reports-dir", str(reports), "--parity-cache-dir", str(cache),
+               # Pictures and history cost seconds per run; the tests that need them ask for them.
+               "--report-images", "0", "--history-db", "off", *args]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "HYPOTHESIS_"))}
     env["PYTHONUNBUFFERED"] = "1"
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)

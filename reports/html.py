@@ -1,0 +1,300 @@
+"""The static HTML report: reports/output/index.html plus the PNGs it shows.
+
+Pure page assembly from data already gathered (records, run figures, history,
+pictures, benchmarks); nothing here runs a model or reads the database. Every piece
+of text from a record is escaped. A few lines of script mark any picture that fails to
+load, on the page and in <html data-images-*> attributes (which the browser test reads).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from reports.metrics import ERROR_METRICS, worst_errors
+from reports.overhead import format_overhead
+from reports.regressions import describe_rule
+from reports.summary import VERDICTS
+
+CHECK_ORDER = ("parity", "batch", "determinism", "refusal")
+_SEVERITY = {"fail": 4, "refused": 3, "ambiguous": 2, "vacuous": 1, "pass": 0}
+
+
+@dataclass
+class Picture:
+    record_index: int  # position in ReportPage.records
+    file: Optional[str]  # relative to the page; None when no picture could be made
+    caption: str
+
+
+@dataclass
+class ReportPage:
+    run: dict  # run.json's content
+    rows: list  # reports.summary.summarise(records)
+    records: list
+    pictures: list = field(default_factory=list)
+    pictures_left_out: int = 0  # failing/ambiguous cases beyond the picture cap
+    histogram: Optional[str] = None
+    trend: Optional[str] = None
+    history: dict = field(default_factory=dict)  # run.json's "history" part plus "recent_runs"
+    bench: Optional[dict] = None
+
+
+def _e(value) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _num(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "inf"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+_STYLE = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 0.5em 0; } td, th { border: 1px solid #ddd; padding: 2px 6px; }
+th { background: #f4f4f4; text-align: left; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
+.pass { background: #e6f4ea; } .fail { background: #fbe3e4; } .ambiguous { background: #fff4d6; }
+.vacuous { background: #eeeeee; } .refused { background: #e3ecfb; }
+.regression { background: #fbe3e4; } code { font-size: 0.85em; word-break: break-all; }
+figure { display: inline-block; margin: 0.5em; vertical-align: top; max-width: 640px; }
+figcaption { font-size: 0.85em; } figure img { max-width: 100%; max-height: 520px; border: 1px solid #ccc; }
+img.missing { outline: 3px solid red; } .note { color: #666; font-size: 0.9em; }
+"""
+
+# Marks pictures that did not load, for the reader and for the browser test.
+_IMAGE_CHECK = """
+window.addEventListener("load", function () {
+  var images = document.images, loaded = 0, broken = [];
+  for (var i = 0; i < images.length; i++) {
+    if (images[i].complete && images[i].naturalWidth > 0) { loaded++; }
+    else { broken.push(images[i].getAttribute("src")); images[i].className += " missing";
+           images[i].insertAdjacentText("afterend", " [image missing: " + images[i].getAttribute("src") + "]"); }
+  }
+  var root = document.documentElement;
+  root.setAttribute("data-images-total", images.length);
+  root.setAttribute("data-images-loaded", loaded);
+  root.setAttribute("data-images-broken", broken.join(" "));
+});
+"""
+
+
+def _table(headers: list, rows: list, row_classes: Optional[list] = None) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = []
+    for i, row in enumerate(rows):
+        css = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
+        cells = "".join(cell if cell.startswith("<td") else f"<td>{cell}</td>" for cell in row)
+        body.append(f"<tr{css}>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _run_section(page: ReportPage) -> str:
+    run, env = page.run, page.run.get("environment", {})
+    facts = [
+        ("run", f"#{page.history.get('run_id', '-')} ({_e(run.get('status', '-'))}, exit status "
+                f"{_e(run.get('exit_status', '-'))})"),
+        ("started / finished (UTC)", f"{_e(run.get('started_at'))} / {_e(run.get('finished_at'))}"),
+        ("command", f"<code>{_e(run.get('command'))}</code>"),
+        ("Hypothesis profile", _e(run.get("hypothesis_profile"))),
+        ("torch / onnxruntime / TensorRT", " / ".join(_e(env.get(k) or "not installed")
+                                                      for k in ("torch", "onnxruntime", "tensorrt"))),
+        ("device", _e(env.get("device"))),
+        ("cases checked", _e(run.get("cases"))),
+        ("exports", f"{_e(run.get('exports'))} (cache hits {_e(run.get('export_cache_hits'))}, "
+                    f"{_num(run.get('export_seconds'))} s exporting)"),
+        ("harness overhead", _e(format_overhead(run["overhead"])) if "overhead" in run else "-"),
+    ]
+    if run.get("workers"):
+        facts.append(("xdist workers", _e(", ".join(
+            f"{w['id']}: {w['cases']} cases, {w['torch_threads']} torch thread(s)"
+            + (f", CUDA_VISIBLE_DEVICES={w['gpu']}" if w.get("gpu") is not None else "") for w in run["workers"]))))
+    rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
+    return f"<h2 id='run'>Run</h2><table>{rows}</table>"
+
+
+def _matrix_section(page: ReportPage) -> str:
+    checks = sorted({r["check"] for r in page.rows},
+                    key=lambda c: (CHECK_ORDER.index(c) if c in CHECK_ORDER else len(CHECK_ORDER), c))
+    cells = defaultdict(dict)
+    for row in page.rows:
+        cells[(row["model"], row["backend"], row["precision"])][row["check"]] = row
+    body, classes = [], []
+    for (model, backend, precision), by_check in sorted(cells.items()):
+        line = [_e(model), _e(backend), _e(precision)]
+        for check in checks:
+            row = by_check.get(check)
+            if row is None:
+                line.append("<td>-</td>")
+                continue
+            worst = max((v for v in VERDICTS if row[v]), key=_SEVERITY.get, default="vacuous")
+            counts = " &middot; ".join(f"{row[v]} {v}" for v in VERDICTS if row[v])
+            line.append(f'<td class="{worst}">{counts}</td>')
+        body.append(line)
+        classes.append("")
+    return ("<h2 id='matrix'>Model x backend x precision</h2>"
+            "<p class='note'>Cases per check, by verdict. Coloured by the worst verdict in the cell.</p>"
+            + _table(["model", "backend", "precision", *checks], body, classes))
+
+
+def _summary_section(page: ReportPage) -> str:
+    body = [[_e(r["model"]), _e(r["backend"]), _e(r["precision"]), _e(r["check"]),
+             *(f'<td class="n">{r[k]}</td>' for k in ("cases", *VERDICTS)),
+             f"{r['sizes']} ({r['non_square']} non-square)",
+             *(f'<td class="n">{_num(r[m])}</td>' for m in ERROR_METRICS)] for r in page.rows]
+    return ("<h2 id='summary'>Summary</h2>"
+            + _table(["model", "backend", "prec", "check", "cases", *VERDICTS, "sizes seen",
+                      *ERROR_METRICS.values()], body))
+
+
+def _history_section(page: ReportPage) -> str:
+    history = page.history
+    if not history:
+        return ""
+    parts = ["<h2 id='history'>Trend and regressions</h2>",
+             f"<p class='note'>History: <code>{_e(history.get('db'))}</code>. Regressions are {_e(describe_rule())}."
+             " Runs that did not complete are never compared against.</p>"]
+    baselines = history.get("baseline_run_ids") or []
+    regressions = history.get("regressions") or []
+    if not baselines:
+        parts.append("<p>No earlier complete run with this profile checked these models: nothing to compare.</p>")
+    elif not regressions:
+        parts.append(f"<p>No metric regressions against run(s) {_e(', '.join(f'#{i}' for i in baselines))}.</p>")
+    else:
+        body = [[_e(r["model"]), _e(r["backend"]), _e(r["precision"]), _e(r["check"]),
+                 _e(ERROR_METRICS[r["metric"]]), f'<td class="n">{_num(r["baseline"])}</td>',
+                 f'<td class="n">{_num(r["current"])}</td>',
+                 _e(f"x{r['growth']:.3g}" if r.get("growth") else "from 0"), f"#{_e(r['baseline_run_id'])}",
+                 f"<code>{_e(r['replay'])}</code>"] for r in regressions]
+        parts.append(f"<p><strong>{len(regressions)} metric regression(s)</strong> (tolerances may still pass):</p>")
+        parts.append(_table(["model", "backend", "prec", "check", "metric", "baseline", "now", "growth",
+                             "baseline run", "re-run the worst case"], body, ["regression"] * len(body)))
+    if page.trend:
+        parts.append(f"<figure><img src='{_e(page.trend)}' alt='trend of worst errors per run'>"
+                     "<figcaption>Worst error per group over the complete runs in the history "
+                     "(exact zeros drawn at 1e-9).</figcaption></figure>")
+    recent = history.get("recent_runs") or []
+    if recent:
+        body = [[f"#{_e(r['id'])}", _e(r["started_at"]), _e(r["finished_at"] or "-"),
+                 f'<td class="{"pass" if r["status"] == "complete" else "ambiguous"}">{_e(r["status"])}</td>',
+                 _e(r.get("exit_status", "-")), f'<td class="n">{_e(r["cases"])}</td>',
+                 f'<td class="n">{_e(r.get("failed_cases") or 0)}</td>', _e(r.get("hypothesis_profile")),
+                 f'<td class="n">{_num(r.get("wall_seconds"))}</td>',
+                 _e(f"torch {r.get('torch_version')}, ort {r.get('onnxruntime_version')}, "
+                    f"trt {r.get('tensorrt_version') or '-'}"), _e(r.get("device"))] for r in recent]
+        parts.append("<p>Recent runs:</p>" + _table(
+            ["run", "started (UTC)", "finished", "status", "exit", "cases", "failed cases", "profile", "wall s",
+             "versions", "device"], body))
+    return "".join(parts)
+
+
+def _pictures_section(page: ReportPage) -> str:
+    if not page.pictures:
+        return ""
+    parts = ["<h2 id='pictures'>Failing and ambiguous cases</h2>",
+             "<p class='note'>Each case re-run from its record: green is the first answer the check compared "
+             "(the reference, the image alone, run 1), magenta dashed the second (the backend, the image in "
+             "its batch, run 2).</p>"]
+    for picture in page.pictures:
+        record = page.records[picture.record_index]
+        link = f"<a href='#case-{picture.record_index}'>case {picture.record_index}</a>"
+        if picture.file:
+            parts.append(f"<figure><img src='{_e(picture.file)}' alt='{_e(picture.caption)}'>"
+                         f"<figcaption>{link}: {_e(picture.caption)}<br><code>{_e(record.get('replay'))}</code>"
+                         "</figcaption></figure>")
+        else:
+            parts.append(f"<p>{link}: {_e(picture.caption)}</p>")
+    if page.pictures_left_out:
+        parts.append(f"<p class='note'>{page.pictures_left_out} more failing/ambiguous case(s) without a picture "
+                     "(cap: --report-images); they are in the table below.</p>")
+    return "".join(parts)
+
+
+def _histogram_section(page: ReportPage) -> str:
+    if not page.histogram:
+        return ""
+    return ("<h2 id='errors'>Error distribution</h2>"
+            f"<figure><img src='{_e(page.histogram)}' alt='histogram of per-case worst errors'>"
+            "<figcaption>Per-case worst error, log scale, stacked by backend.</figcaption></figure>")
+
+
+def _cases_section(page: ReportPage) -> str:
+    order = sorted(range(len(page.records)), key=lambda i: (-_SEVERITY.get(page.records[i]["verdict"], 0), i))
+    body, classes = [], []
+    for i in order:
+        r = page.records[i]
+        worst = worst_errors(r)
+        message = r.get("message") or next((c.get("message") for c in r.get("comparisons", [])
+                                            if c.get("verdict") == r["verdict"] and c.get("message")), "")
+        body.append([f"<td id='case-{i}'>{i}</td>", _e(r["check"]), _e(r["model"]), _e(r["backend"]),
+                     _e(r["precision"]), f"{r['height']}x{r['width']}", f'<td class="n">{r["batch"]}</td>',
+                     _e(",".join(r["dtypes"])), f'<td class="n">{r["seed"]}</td>', _e(r["verdict"]),
+                     *(f'<td class="n">{_num(worst[m])}</td>' for m in ERROR_METRICS),
+                     f'<td class="n">{_num(r.get("seconds"))}</td>', _e(message[:300]),
+                     f"<code>{_e(r.get('replay'))}</code>"])
+        classes.append(r["verdict"])
+    return ("<h2 id='cases'>Every checked case</h2>"
+            + _table(["#", "check", "model", "backend", "prec", "HxW", "batch", "dtypes", "seed", "verdict",
+                      "worst kpt px", "worst box px", "worst abs", "s", "message", "re-run"], body, classes))
+
+
+def _bench_section(page: ReportPage) -> str:
+    bench = page.bench
+    if not bench:
+        return ""
+    body = []
+    for r in bench.get("results", []):
+        if r.get("error"):
+            body.append([_e(r["model"]), _e(r["backend"]), _e(r.get("precision")), "-", "<td colspan='6'>"
+                         + _e(r["error"]) + "</td>", "-"])
+            continue
+        cold, warm = r["cold"], r["warm"]
+        throughput = ", ".join(f"b{t['batch']}: {t['images_per_second']:.1f}" for t in r.get("throughput", []))
+        body.append([_e(r["model"]), _e(r["backend"]), _e(r["precision"]), f"{r['height']}x{r['width']}",
+                     f'<td class="n">{_num(cold["create_seconds"] * 1000, 4)}</td>',
+                     f'<td class="n">{_num(cold["first_infer_seconds"] * 1000, 4)}</td>',
+                     *(f'<td class="n">{_num(warm[k], 4)}</td>' for k in ("mean_ms", "median_ms", "p99_ms")),
+                     f'<td class="n">{warm["runs"]} (+{warm["warmup_runs"]} warm-up)</td>', _e(throughput)])
+    host = bench.get("host", {})
+    return ("<h2 id='bench'>Latency benchmarks</h2>"
+            f"<p class='note'>From <code>bench.json</code>, {_e(bench.get('created_at'))}, {_e(host.get('device'))}. "
+            "Cold: a new runner (session/engine creation), then its first inference, measured apart. Warm: after "
+            "the warm-up runs are discarded. Throughput in images per second by batch size.</p>"
+            + _table(["model", "backend", "prec", "HxW", "cold: create ms", "cold: first infer ms", "warm mean ms",
+                      "warm median ms", "warm p99 ms", "warm runs", "throughput (img/s)"], body))
+
+
+def render(page: ReportPage) -> str:
+    run = page.run
+    failing = sum(r["verdict"] == "fail" for r in page.records)
+    title = f"deploy parity: {len(page.records)} cases, {failing} failing"
+    regressions = len(page.history.get("regressions") or [])
+    banner = f" &middot; <strong>{regressions} metric regression(s)</strong>" if regressions else ""
+    nav = " &middot; ".join(f"<a href='#{a}'>{t}</a>" for a, t in (
+        ("run", "run"), ("matrix", "matrix"), ("summary", "summary"), ("history", "trend"),
+        ("pictures", "pictures"), ("errors", "errors"), ("bench", "benchmarks"), ("cases", "cases")))
+    return "".join([
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{_e(title)}</title><style>{_STYLE}</style><script>{_IMAGE_CHECK}</script></head><body>",
+        f"<h1>{_e(title)}</h1><p>{_e(run.get('started_at'))}{banner}</p><p>{nav}</p>",
+        _run_section(page), _matrix_section(page), _summary_section(page), _history_section(page),
+        _pictures_section(page), _histogram_section(page), _bench_section(page), _cases_section(page),
+        "</body></html>",
+    ])
+
+
+def write_page(page: ReportPage, directory: Path) -> Path:
+    path = Path(directory) / "index.html"
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(render(page), encoding="utf-8")
+    tmp.replace(path)  # a reader never sees half a page
+    return path

@@ -1,0 +1,103 @@
+"""Latency benchmarks: structure only (cold apart from warm, throughput by batch). Never timings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+
+import pytest
+
+from deploy_parity.backends import BACKENDS, RunnerContext
+from deploy_parity.benchmarks.measure import BenchSettings, measure_backend
+from deploy_parity.benchmarks.timing import device_synchronizer, latency_stats, no_sync, timed
+from deploy_parity.registry import build_registry
+from tests.suite_runs import REPO
+
+COLD_KEYS = {"artifact_seconds", "exported", "create_seconds", "first_infer_seconds"}
+WARM_KEYS = {"batch", "warmup_runs", "runs", "mean_ms", "median_ms", "p99_ms", "min_ms", "max_ms", "stdev_ms"}
+
+
+def test_latency_stats():
+    stats = latency_stats([0.001, 0.002, 0.003, 0.010])
+    assert stats["runs"] == 4
+    assert stats["mean_ms"] == pytest.approx(4.0) and stats["median_ms"] == pytest.approx(2.5)
+    assert stats["min_ms"] == pytest.approx(1.0) and stats["max_ms"] == pytest.approx(10.0)
+    assert 3.0 < stats["p99_ms"] <= 10.0
+    with pytest.raises(ValueError):
+        latency_stats([])
+
+
+def test_cpu_backends_never_import_torch_for_timing():
+    code = ("import sys, types; from deploy_parity.benchmarks.timing import device_synchronizer, no_sync; "
+            "assert device_synchronizer(types.SimpleNamespace(gpu=False)) is no_sync; "
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def test_gpu_backends_synchronise_on_both_sides_of_the_clock(monkeypatch):
+    calls = []
+    fake_torch = types.SimpleNamespace(cuda=types.SimpleNamespace(is_available=lambda: True,
+                                                                  synchronize=lambda: calls.append("sync")))
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    sync = device_synchronizer(types.SimpleNamespace(gpu=True))
+    seconds, result = timed(lambda: calls.append("work") or 42, sync)
+    assert calls == ["sync", "work", "sync"] and result == 42 and seconds >= 0
+    # A GPU backend on a machine without CUDA: nothing to synchronise with.
+    fake_torch.cuda.is_available = lambda: False
+    assert device_synchronizer(types.SimpleNamespace(gpu=True)) is no_sync
+
+
+@pytest.mark.parametrize("backend", ["onnxrt-cpu", "torch-cpu"])
+def test_measure_reports_cold_apart_from_warm(tmp_path, backend):
+    case = build_registry().get("pose-rtmo")
+    settings = BenchSettings(warmup=1, runs=3, batches=(1, 2, 16), throughput_warmup=1, throughput_runs=2)
+    result = measure_backend(case, BACKENDS[backend], RunnerContext(cache_dir=tmp_path), settings)
+    assert result["error"] is None
+    assert set(result["cold"]) == COLD_KEYS and set(result["warm"]) == WARM_KEYS
+    assert result["warm"]["runs"] == 3 and result["warm"]["warmup_runs"] == 1
+    assert result["cold"]["first_infer_seconds"] > 0 and result["cold"]["create_seconds"] > 0
+    # Batches beyond what the case accepts are left out, not run.
+    assert [t["batch"] for t in result["throughput"]] == [1, 2]
+    assert all(t["images_per_second"] > 0 for t in result["throughput"])
+    assert (result["height"], result["width"]) == (case.sizes.export_height, case.sizes.export_width)
+
+
+def test_unavailable_backend_is_reported_not_raised(tmp_path):
+    case = build_registry().get("pose-rtmo")
+    import deploy_parity.gpu_backends  # noqa: F401
+
+    backend = BACKENDS["torch-cuda-fp32"]
+    if backend.unavailable() is None:
+        pytest.skip("this machine has CUDA")
+    result = measure_backend(case, backend, RunnerContext(cache_dir=tmp_path))
+    assert result["error"].startswith("unavailable:") and "cold" not in result
+
+
+@pytest.mark.slow
+def test_command_writes_bench_json_and_merges(tmp_path):
+    output, cache = tmp_path / "bench.json", tmp_path / "cache"
+    common = [sys.executable, "-m", "deploy_parity.bench", "--model", "pose-rtmo", "--runs", "3", "--warmup", "1",
+              "--batches", "1,2", "--throughput-runs", "2", "--output", str(output), "--cache-dir", str(cache)]
+    first = subprocess.run(common + ["--backend", "onnxrt-cpu,torch-cpu"], cwd=REPO, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-2000:]
+    document = json.loads(output.read_text())
+    assert {r["backend"] for r in document["results"]} == {"onnxrt-cpu", "torch-cpu"}
+    assert document["settings"]["isolated"] is True and document["host"]["torch"]
+    for result in document["results"]:
+        assert set(result["cold"]) == COLD_KEYS and set(result["warm"]) == WARM_KEYS
+    assert "1st infer ms" in first.stdout
+
+    # A second command for one backend replaces its figures and keeps the other's.
+    second = subprocess.run(common + ["--backend", "onnxrt-cpu", "--in-process"], cwd=REPO, capture_output=True,
+                            text=True)
+    assert second.returncode == 0, second.stderr[-2000:]
+    results = json.loads(output.read_text())["results"]
+    assert sorted(r["backend"] for r in results) == ["onnxrt-cpu", "torch-cpu"]
+
+    unknown = subprocess.run(common + ["--backend", "no-such-backend", "--in-process"], cwd=REPO,
+                             capture_output=True, text=True)
+    assert unknown.returncode == 2 and "no-such-backend" in unknown.stderr
