@@ -106,21 +106,30 @@ def export_size_example(case, bounds: ShapeBounds) -> ParityExample:
 def refusal_examples(case, bounds: ShapeBounds) -> list:
     """Examples just outside what the artifact accepts: each must be refused clearly.
 
-    One batch beyond the limit (engine profiles capped at batch 1 silently truncated in
-    bug class 3), and sizes beyond the accepted space (bug class 5: an engine built for
-    one size fed another).
+    One batch beyond the limit (an engine profile capped at batch 1, bug class 3), and
+    sizes on every side of the accepted space (bug class 5: an engine built for one size
+    fed a larger, a smaller, a transposed or a non-stride size).
     """
     control = export_size_example(case, bounds)
     dtypes = case.default_dtypes()
-    examples = [ParityExample(control.height, control.width, bounds.max_batch + 1, dtypes, 0)]
     step = max(bounds.multiple_of, 32)
+    sizes = []
     if bounds.fixed_height is not None:
-        examples.append(ParityExample(bounds.fixed_height + step, bounds.fixed_width, 1, dtypes, 0))
-        examples.append(ParityExample(bounds.fixed_height, bounds.fixed_width + step, 1, dtypes, 0))
+        h, w = bounds.fixed_height, bounds.fixed_width
+        sizes += [(h + step, w), (h, w + step), (max(1, h - step), w)]
+        if h != w:
+            sizes.append((w, h))  # the (W, H) mix-up of bug class 1, against a fixed graph
     else:
-        examples.append(ParityExample(bounds.max_side + step, control.width, 1, dtypes, 0))
-    if bounds.multiple_of > 1 and bounds.fixed_height is None:
-        examples.append(ParityExample(control.height + bounds.multiple_of // 2, control.width, 1, dtypes, 0))
+        sizes += [(bounds.max_side + step, control.width), (control.height, bounds.max_side + step)]
+        if bounds.min_side > 1:
+            sizes.append((bounds.min_side - 1, control.width))
+        long_side = min(bounds.max_side, int(bounds.min_side * bounds.max_aspect) + step)
+        if long_side / bounds.min_side > bounds.max_aspect:
+            sizes.append((bounds.min_side, long_side))  # beyond the accepted aspect ratio
+    if bounds.multiple_of > 1:
+        sizes.append((control.height + bounds.multiple_of // 2, control.width))
+    examples = [ParityExample(control.height, control.width, bounds.max_batch + 1, dtypes, 0)]
+    examples += [ParityExample(h, w, bounds.min_batch, dtypes, 0) for h, w in sizes]
     return examples
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 
 from reports.metrics import ERROR_METRICS, group_key, worst_errors
@@ -23,6 +24,10 @@ def summarise(records: list) -> list:
         for metric in ERROR_METRICS:
             values = [w[metric] for w in worst if w[metric] is not None]
             row[metric] = max(values) if values else None
+        # Distinct contracts seen: one for a fixed or dynamic graph, one per size for a
+        # per-size case (and per dtype signature when inputs take several dtypes).
+        row["accepted_shapes"] = sorted({json.dumps(r["accepted_shapes"], sort_keys=True)
+                                         for r in items if r.get("accepted_shapes")})
         row["sizes"] = len({(r["height"], r["width"]) for r in items})
         row["non_square"] = sum(r["height"] != r["width"] for r in items)
         rows.append(row)
@@ -44,4 +49,21 @@ def format_table(rows: list) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(v.ljust(w) for v, w in zip(line, widths)) for line in body]
+    return "\n".join(lines)
+
+
+def format_accepted(rows: list) -> str:
+    """One line per (model, backend): the input shapes its artifact(s) accept."""
+    seen = defaultdict(set)
+    for r in rows:
+        seen[(r["model"], r["backend"])].update(r.get("accepted_shapes") or ())
+    lines = []
+    for (model, backend), contracts in sorted(seen.items()):
+        if not contracts:
+            continue
+        example = "; ".join(f"{k}: {v}" for k, v in json.loads(sorted(contracts)[0]).items())
+        if len(contracts) == 1:
+            lines.append(f"{model} @ {backend} accepts {example}")
+        else:
+            lines.append(f"{model} @ {backend}: {len(contracts)} artifacts (one per size/dtypes), e.g. {example}")
     return "\n".join(lines)
