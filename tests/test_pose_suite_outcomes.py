@@ -95,3 +95,16 @@ def test_broken_pose_passes_on_square_input(side, backend, tmp_path):
         assert rectangular.verdict == Verdict.FAIL
     finally:
         pool.close()
+
+
+def test_batch_broken_pose_fails_only_with_batch_two_or_more(tmp_path):
+    """Bug class 3: a gather that forgets the batch index is invisible at batch 1."""
+    run = run_suite(tmp_path, "--model", "pose-rtmo-batch-broken", "--backend", "onnxrt-cpu")
+    assert run.returncode == 1, run.output[-3000:]
+    assert "test_batch_consistency[pose-rtmo-batch-broken@onnxrt-cpu] FAILED" in run.output or \
+        "FAILED suites/test_parity.py::test_batch_consistency[pose-rtmo-batch-broken@onnxrt-cpu]" in run.output
+    shrunk = [int(batch) for _h, _w, batch in FALSIFYING.findall(run.output)]
+    assert shrunk and all(batch >= 2 for batch in shrunk), shrunk
+    failing = [r for r in run.records() if r["verdict"] == "fail"]
+    assert failing and all(r["batch"] >= 2 for r in failing)
+    assert any(r["verdict"] == "pass" and r["batch"] == 1 for r in run.records() if r["check"] == "parity")
