@@ -64,3 +64,21 @@ def test_second_suite_run_exports_nothing(tmp_path):
     assert second.returncode == 0, second.output[-2000:]
     assert second.run_summary["exports"] == 0
     assert second.run_summary["export_cache_hits"] >= first.run_summary["exports"]
+
+
+def test_torch_export_based_exporter_matches_torchscript(pose, tmp_path):
+    """--exporter dynamo (torch.export) gives the same answers as the TorchScript exporter."""
+    import numpy as np
+
+    from deploy_parity.inputs import make_feed
+    from deploy_parity.runners.onnxrt_runner import OnnxRuntimeRunner
+
+    target = pose.deploy_target(64, 96, ("float32",))
+    feed = make_feed(pose, 64, 96, 2, seed=0)
+    outputs = []
+    for exporter in ("torchscript", "dynamo"):
+        path = export_onnx(pose, target, ExportOptions(exporter=exporter), cache_dir=tmp_path)
+        with OnnxRuntimeRunner(exporter, path, output_names=pose.output_names) as runner:
+            outputs.append(runner.infer(feed))
+    for name in pose.output_names:
+        np.testing.assert_allclose(outputs[1][name], outputs[0][name], rtol=1e-5, atol=1e-4)
