@@ -11,6 +11,7 @@ from deploy_parity.compare.boxes import Matching, box_iou, compare_boxes, match_
 from deploy_parity.compare.instances import Instances
 from deploy_parity.compare.tolerances import lookup
 from deploy_parity.compare.verdict import Verdict
+from tests.instance_strategies import grid_layout
 
 TOL = lookup("boxes", "onnxruntime", "fp32")
 MARGIN = TOL["ambiguity_margin"]
@@ -21,12 +22,8 @@ CELL = 80  # boxes live in distinct cells of an 8 x 8 grid over a 640 x 640 imag
 @st.composite
 def grid_instances(draw, min_size=1, max_size=12, min_score=0.6):
     """Instances whose boxes sit in distinct grid cells, so different instances never overlap."""
-    n = draw(st.integers(min_size, max_size))
-    cells = np.array(draw(st.lists(st.integers(0, 63), min_size=n, max_size=n, unique=True)), dtype=int)
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    x1 = (cells % 8) * CELL + rng.uniform(2, 10, n)
-    y1 = (cells // 8) * CELL + rng.uniform(2, 10, n)
-    boxes = np.stack([x1, y1, x1 + rng.uniform(45, 65, n), y1 + rng.uniform(45, 65, n)], axis=1)
+    rng, boxes = draw(grid_layout(min_size, max_size, cell=CELL))
+    n = len(boxes)
     return Instances(boxes=boxes, scores=rng.uniform(min_score, 1.0, n), labels=rng.integers(0, 5, n))
 
 

@@ -17,6 +17,7 @@ from deploy_parity.compare.keypoints import (
 )
 from deploy_parity.compare.tolerances import lookup
 from deploy_parity.compare.verdict import Verdict
+from tests.instance_strategies import grid_layout, keypoints_inside
 
 TOL = lookup("keypoints", "onnxruntime", "fp32")
 BOX_TOL = lookup("boxes", "onnxruntime", "fp32")
@@ -27,21 +28,9 @@ K = 17
 @st.composite
 def people(draw, min_size=1, max_size=12):
     """Instances with 17 keypoints inside well-separated boxes and clear heatmap peaks."""
-    n = draw(st.integers(min_size, max_size))
-    cells = np.array(draw(st.lists(st.integers(0, 63), min_size=n, max_size=n, unique=True)), dtype=int)
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    x1 = (cells % 8) * CELL + rng.uniform(2, 10, n)
-    y1 = (cells // 8) * CELL + rng.uniform(2, 10, n)
-    w, h = rng.uniform(45, 65, n), rng.uniform(45, 65, n)
-    boxes = np.stack([x1, y1, x1 + w, y1 + h], axis=1)
-    keypoints = np.stack(
-        [
-            x1[:, None] + rng.uniform(0, 1, (n, K)) * w[:, None],
-            y1[:, None] + rng.uniform(0, 1, (n, K)) * h[:, None],
-            rng.uniform(0.3, 1.0, (n, K)),
-        ],
-        axis=-1,
-    )
+    rng, boxes = draw(grid_layout(min_size, max_size, cell=CELL))
+    n = len(boxes)
+    keypoints = keypoints_inside(rng, boxes, K)
     return Instances(
         boxes=boxes,
         scores=rng.uniform(0.6, 1.0, n),

@@ -11,6 +11,7 @@ from deploy_parity.compare.instances import Instances
 from deploy_parity.compare.masks import compare_masks, mask_boundary
 from deploy_parity.compare.tolerances import lookup
 from deploy_parity.compare.verdict import Verdict
+from tests.instance_strategies import grid_layout
 
 TOL = lookup("masks", "onnxruntime", "fp32")
 ROI = 28  # per-ROI mask resolution, as Mask R-CNN's head
@@ -33,13 +34,9 @@ def segmented(draw, pasted=False, min_size=1, max_size=10):
     image (R, 96, 96) whose 3 x 3 grid cells hold one blob each.
     """
     grid, cell = (3, 32) if pasted else (8, 80)
-    n = draw(st.integers(min_size, min(max_size, grid * grid)))
-    cells = np.array(draw(st.lists(st.integers(0, grid * grid - 1), min_size=n, max_size=n, unique=True)), dtype=int)
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    x1 = (cells % grid) * cell + rng.uniform(1, 3, n)
-    y1 = (cells // grid) * cell + rng.uniform(1, 3, n)
-    w, h = rng.uniform(0.7, 0.85, n) * cell, rng.uniform(0.7, 0.85, n) * cell
-    boxes = np.stack([x1, y1, x1 + w, y1 + h], axis=1)
+    rng, boxes = draw(grid_layout(min_size, max_size, grid=grid, cell=cell, margin=(1, 3), extent=(0.7, 0.85)))
+    n = len(boxes)
+    x1, y1, w, h = boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     if pasted:
         centres = np.stack([y1 + h / 2, x1 + w / 2], axis=1)
         masks = soft_blobs(rng, n, grid * cell, grid * cell, centres, np.stack([h / 2.5, w / 2.5], axis=1))

@@ -11,6 +11,7 @@ from deploy_parity.compare.keypoints import COCO_KEYPOINT_NAMES
 from deploy_parity.compare.structured import compare_instances
 from deploy_parity.compare.tolerances import Tolerance, lookup
 from deploy_parity.compare.verdict import Verdict, combine
+from tests.instance_strategies import grid_layout, keypoints_inside
 
 CELL, K, ROI = 80, 17, 28
 THRESHOLD = 0.3
@@ -20,26 +21,15 @@ BACKEND = {"backend": "onnxruntime", "precision": "fp32"}
 @st.composite
 def full_instances(draw, min_size=1, max_size=10):
     """Well-separated instances with labels, 17 keypoints, peak gaps and 28x28 soft masks."""
-    n = draw(st.integers(min_size, max_size))
-    cells = np.array(draw(st.lists(st.integers(0, 63), min_size=n, max_size=n, unique=True)), dtype=int)
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    x1 = (cells % 8) * CELL + rng.uniform(2, 10, n)
-    y1 = (cells // 8) * CELL + rng.uniform(2, 10, n)
-    w, h = rng.uniform(45, 65, n), rng.uniform(45, 65, n)
-    keypoints = np.stack(
-        [
-            x1[:, None] + rng.uniform(0, 1, (n, K)) * w[:, None],
-            y1[:, None] + rng.uniform(0, 1, (n, K)) * h[:, None],
-            rng.uniform(0.3, 1.0, (n, K)),
-        ],
-        axis=-1,
-    )
+    rng, boxes = draw(grid_layout(min_size, max_size, cell=CELL))
+    n = len(boxes)
+    keypoints = keypoints_inside(rng, boxes, K)
     yy, xx = np.mgrid[0:ROI, 0:ROI]
     centre = rng.uniform(11, 17, (n, 2, 1, 1))
     radius = rng.uniform(6, 10, (n, 2, 1, 1))
     distance = np.sqrt(((yy - centre[:, 0]) / radius[:, 0]) ** 2 + ((xx - centre[:, 1]) / radius[:, 1]) ** 2)
     return Instances(
-        boxes=np.stack([x1, y1, x1 + w, y1 + h], axis=1),
+        boxes=boxes,
         scores=rng.uniform(0.6, 1.0, n),
         labels=rng.integers(0, 3, n),
         keypoints=keypoints,
