@@ -30,6 +30,7 @@ import numpy as np
 from deploy_parity.contracts import TensorMeta
 from deploy_parity.errors import BackendUnavailable, HarnessError
 from deploy_parity.runners.base import Runner
+from deploy_parity.runners.torch_runner import module_outputs
 
 MODES = {"fp32": "fp32", "half": "fp16", "autocast": "autocast"}  # mode -> precision (tolerance rows)
 
@@ -148,16 +149,8 @@ class TorchCudaRunner(Runner):
         self.device_seconds += seconds
         if self.first_call_seconds is None:
             self.first_call_seconds = seconds
-        if isinstance(result, torch.Tensor):
-            result = (result,)
-        if isinstance(result, dict):
-            result = tuple(result[n] for n in self.output_names)
-        outputs = {}
-        for name, tensor in zip(self.output_names, result):
-            if tensor.dtype in (torch.float16, torch.bfloat16):
-                tensor = tensor.float()  # exact: every half value is a float32 value
-            outputs[name] = tensor.detach().cpu().numpy()
-        return outputs
+        # Half outputs widen to float32: exact, and the comparators then read one dtype.
+        return module_outputs(result, self.output_names, widen=(torch.float16, torch.bfloat16))
 
     def deactivate_impl(self):
         self.module = None

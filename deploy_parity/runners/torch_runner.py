@@ -10,6 +10,24 @@ from deploy_parity.contracts import TensorMeta
 from deploy_parity.runners.base import Runner
 
 
+def module_outputs(result, output_names: Sequence[str], widen: tuple = ()) -> dict:
+    """A module's result (tensor, tuple or dict) as {output name: numpy array}.
+
+    Tensors whose dtype is in `widen` come back as float32 (exact for fp16/bf16; numpy
+    has no bfloat16); every other dtype comes back as the module produced it.
+    """
+    import torch
+
+    if isinstance(result, torch.Tensor):
+        result = (result,)
+    if isinstance(result, dict):
+        result = tuple(result[n] for n in output_names)
+    return {
+        name: (t.float() if t.dtype in widen else t).detach().cpu().numpy()
+        for name, t in zip(output_names, result)
+    }
+
+
 class TorchRunner(Runner):
     """Runs a torch.nn.Module built lazily by `build_module` on activate.
 
@@ -49,15 +67,7 @@ class TorchRunner(Runner):
         args = [torch.from_numpy(np.ascontiguousarray(feed[name])).to(self.device) for name in self._metas]
         with torch.inference_mode():
             result = self.module(*args)
-        if isinstance(result, torch.Tensor):
-            result = (result,)
-        if isinstance(result, dict):
-            result = tuple(result[n] for n in self.output_names)
-        # numpy has no bfloat16; every other dtype comes back as the module produced it.
-        return {
-            name: (t.float() if t.dtype == torch.bfloat16 else t).detach().cpu().numpy()
-            for name, t in zip(self.output_names, result)
-        }
+        return module_outputs(result, self.output_names, widen=(torch.bfloat16,))
 
     def deactivate_impl(self):
         self.module = None
