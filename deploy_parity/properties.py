@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from deploy_parity.bounds import ShapeBounds
 from deploy_parity.check import CHECKS, CaseResult
 from deploy_parity.compare.tolerances import lookup
-from deploy_parity.compare.verdict import Verdict
+from deploy_parity.compare.verdict import ERROR_METRICS, Verdict
 from deploy_parity.strategies import (
     EXPORT_SIZE,
     SQUARE_CONTROL,
@@ -112,16 +112,12 @@ class PropertyRun:
                 )
 
 
-# Metrics that measure how wrong a candidate is, largest first in importance.
-_ERROR_METRICS = ("max_px", "max_corner_px", "max_abs")
-
-
 def unmatched_instances(result: CaseResult) -> int:
     return sum(int(c.metrics.get(key, 0)) for c in result.comparisons
                for key in ("n_unmatched_ref", "n_unmatched_cand"))
 
 
 def worst_error(result: CaseResult) -> Optional[float]:
-    values = [c.metrics[m] for c in result.comparisons for m in _ERROR_METRICS
+    values = [c.metrics[m] for c in result.comparisons for m in ERROR_METRICS
               if isinstance(c.metrics.get(m), (int, float)) and c.metrics[m] == c.metrics[m]]
     return float(max(values)) if values else None

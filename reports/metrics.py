@@ -1,6 +1,6 @@
 """The error figures a record's comparisons carry, and each record's worst of them.
 
-One place names them, so the summary table, the history store, the regression check
+The names live with the comparisons (deploy_parity.compare.verdict.ERROR_METRICS), so the summary table, the history store, the regression check
 and the HTML report all read the same metrics the same way.
 """
 
@@ -9,12 +9,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-# metric key in Comparison.metrics -> what a reader calls it. All three grow with the error.
-ERROR_METRICS = {
-    "max_px": "worst keypoint error (px)",
-    "max_corner_px": "worst box corner error (px)",
-    "max_abs": "worst raw tensor error (abs)",
-}
+from deploy_parity.compare.verdict import ERROR_METRICS  # noqa: F401  (re-exported for the writers)
 
 
 def metric_value(value) -> Optional[float]:

@@ -22,6 +22,16 @@ class Verdict(str, enum.Enum):
     REFUSED = "refused"
 
 
+# The metrics in Comparison.metrics that measure how wrong a candidate is (all grow with
+# the error), and what a reader calls them. The property runner steers the search by
+# them; the report writers summarise, trend and plot them.
+ERROR_METRICS = {
+    "max_px": "worst keypoint error (px)",
+    "max_corner_px": "worst box corner error (px)",
+    "max_abs": "worst raw tensor error (abs)",
+}
+
+
 # Combining verdicts of several outputs of one case: the worst wins in this order.
 _SEVERITY = {Verdict.FAIL: 4, Verdict.REFUSED: 3, Verdict.AMBIGUOUS: 2, Verdict.VACUOUS: 1, Verdict.PASS: 0}
 
