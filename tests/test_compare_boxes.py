@@ -56,8 +56,8 @@ def test_permuting_instance_order_passes(ref, seed):
 def test_small_noise_within_tolerance_passes(ref, seed):
     rng = np.random.default_rng(seed)
     cand = Instances(
-        boxes=ref.boxes + rng.uniform(-0.02, 0.02, ref.boxes.shape),
-        scores=ref.scores + rng.uniform(-1e-4, 1e-4, len(ref)),
+        boxes=ref.boxes + rng.uniform(-0.9, 0.9, ref.boxes.shape) * TOL["corner_px"],
+        scores=ref.scores + rng.uniform(-0.9, 0.9, len(ref)) * TOL["score_abs"],
         labels=ref.labels,
     )
     result = compare(ref, permuted(cand, rng), score_threshold=THRESHOLD)
@@ -215,7 +215,7 @@ def test_failure_message_names_instance_boxes_and_metric():
     assert result.verdict == Verdict.FAIL
     assert "reference instance 0 (box [10.0, 20.0, 60.0, 80.0], score 0.91, label 3)" in result.message
     assert "candidate instance 0 (box [10.0, 20.0, 63.0, 80.0]" in result.message
-    assert "corner error 3.00 px > 0.5 px" in result.message
+    assert f"corner error 3 px > {TOL['corner_px']:g} px" in result.message
     assert result.tolerance == dict(TOL.values)
     assert result.tolerance_source == TOL.source
 

@@ -4,6 +4,13 @@ Instance order carries no meaning, so boxes are matched by IoU, never by positio
 instance present on one side only is a failure unless its score sits on a decision
 boundary (the score threshold, or the top-k cut of a side that had to cut), where a
 rounding difference may legitimately keep it on one side and drop it on the other.
+
+Pairs are formed greedily by overlap, best first, within a label before across labels
+(as COCO's evaluation does): an optimal assignment that maximises the number of pairs
+invents chains of wrong pairs when two different boxes tie at a cut. A pair whose two
+instances both sit at a score boundary, or whose candidate is a box the reference
+suppressed in NMS for a tied score, is excused as ambiguous and judged no further.
+Zero-area boxes have no IoU (0/0): they are matched and judged by corner distance.
 """
 
 from __future__ import annotations
@@ -13,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from .instances import Instances
 from .tolerances import ResolvedTolerance
@@ -23,6 +29,10 @@ from .verdict import Comparison, Verdict
 # tolerance's min_iou: a badly shifted box should be reported as "IoU 0.6 < 0.99", not
 # as one dropped box plus one hallucinated box.
 MATCH_MIN_IOU = 0.1
+
+# Zero-area boxes (IoU 0/0) pair with candidates whose corners lie within this many
+# pixels; the pair is then judged by its corner error alone.
+DEGENERATE_MATCH_PX = 8.0
 
 # How many individual problems a Comparison's evidence lists (the count is always exact).
 EVIDENCE_LIMIT = 10
@@ -40,6 +50,9 @@ class Matching:
     iou: np.ndarray
     unmatched_ref: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
     unmatched_cand: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
+    # Pairs the box judgement excused as ambiguous (different objects swapped at a score
+    # boundary or an NMS tie): keypoints, masks and the shift check skip them.
+    excused: set = field(default_factory=set)
 
     @property
     def ref_index(self) -> np.ndarray:
@@ -48,6 +61,35 @@ class Matching:
     @property
     def cand_index(self) -> np.ndarray:
         return np.array([c for _, c in self.pairs], dtype=np.intp)
+
+    def judged_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ref indices, cand indices) of the pairs not excused, in reference order."""
+        kept = [(r, c) for r, c in self.pairs if (r, c) not in self.excused]
+        return (np.array([r for r, _ in kept], dtype=np.intp), np.array([c for _, c in kept], dtype=np.intp))
+
+
+def box_area(boxes) -> np.ndarray:
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+
+
+def corner_distance(a, b) -> np.ndarray:
+    """Largest absolute corner coordinate difference of every box in `a` with every box in `b`."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    return np.abs(a[:, None, :] - b[None, :, :]).max(axis=-1, initial=0.0)
+
+
+def iou_at_corner_error(boxes, corner_px: float) -> np.ndarray:
+    """The IoU a box keeps when every corner moves by `corner_px` (the worst case: the box
+    shrinks by corner_px on each side). The IoU limit of a pair is never stricter than
+    this, so a 2-px box is judged by its corners, not by an IoU it cannot keep."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    w = np.clip(boxes[:, 2] - boxes[:, 0], 0, None)
+    h = np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    inner = np.clip(w - 2 * corner_px, 0, None) * np.clip(h - 2 * corner_px, 0, None)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(w * h > 0, inner / np.maximum(w * h, 1e-300), 0.0)
 
 
 def box_iou(a, b) -> np.ndarray:
@@ -71,34 +113,55 @@ def box_iou(a, b) -> np.ndarray:
     return iou
 
 
-def match_instances(ref: Instances, cand: Instances, min_iou: float = MATCH_MIN_IOU) -> Matching:
-    """Optimal one-to-one assignment maximising IoU; label agreement comes first.
+def _greedy_pairs(similarity: np.ndarray, allowed: np.ndarray, rows_used, cols_used) -> list:
+    """Pairs by descending similarity (ties: lower reference, then candidate index first),
+    each instance used once. Never trades a good pair for more pairs."""
+    candidates = np.argwhere(allowed)
+    if candidates.size == 0:
+        return []
+    values = similarity[candidates[:, 0], candidates[:, 1]]
+    order = np.lexsort((candidates[:, 1], candidates[:, 0], -values))
+    pairs = []
+    for r, c in candidates[order].tolist():
+        if r in rows_used or c in cols_used:
+            continue
+        rows_used.add(r)
+        cols_used.add(c)
+        pairs.append((r, c))
+    return pairs
 
-    Pairs overlapping less than `min_iou` are never formed. Non-finite boxes overlap nothing.
+
+def match_instances(ref: Instances, cand: Instances, min_iou: float = MATCH_MIN_IOU,
+                    degenerate_px: float = DEGENERATE_MATCH_PX) -> Matching:
+    """One-to-one pairs by overlap, greedily best first: within a label, then across labels
+    (so a changed label is reported as such). Pairs overlapping less than `min_iou` are
+    never formed; a zero-area box pairs by corner distance (<= degenerate_px) instead.
+    Non-finite boxes overlap nothing.
     """
     iou = box_iou(ref.boxes, cand.boxes)
-    usable = np.nan_to_num(iou, nan=0.0, posinf=0.0, neginf=0.0)
-    eligible = usable >= min_iou
-    weight = np.where(eligible, usable, 0.0)
-    if ref.labels is not None and cand.labels is not None and weight.size:
-        same_label = np.asarray(ref.labels)[:, None] == np.asarray(cand.labels)[None, :]
-        # A bonus larger than the largest possible IoU sum (min(R, C)): the assignment
-        # maximises the number of label-consistent pairs first, overlap second, so a
-        # label mismatch is never preferred over a label match.
-        weight = weight + np.where(eligible & same_label, min(weight.shape) + 1.0, 0.0)
-    if weight.size:
-        rows, cols = linear_sum_assignment(weight, maximize=True)
-        keep = eligible[rows, cols]
-        rows, cols = rows[keep], cols[keep]
+    similarity = np.nan_to_num(iou, nan=0.0, posinf=0.0, neginf=0.0)
+    degenerate = (box_area(ref.boxes)[:, None] == 0) | (box_area(cand.boxes)[None, :] == 0)
+    if degenerate.any():
+        distance = np.nan_to_num(corner_distance(ref.boxes, cand.boxes), nan=np.inf)
+        near = distance <= degenerate_px
+        closeness = min_iou + (1.0 - min_iou) * (1.0 - distance / max(degenerate_px, 1e-12))
+        similarity = np.where(degenerate, np.where(near, closeness, 0.0), similarity)
+    eligible = similarity >= min_iou
+    rows_used, cols_used = set(), set()
+    if ref.labels is not None and cand.labels is not None and eligible.size:
+        same_label = np.asarray(ref.labels).reshape(-1)[:, None] == np.asarray(cand.labels).reshape(-1)[None, :]
+        pairs = _greedy_pairs(similarity, eligible & same_label, rows_used, cols_used)
+        pairs += _greedy_pairs(similarity, eligible & ~same_label, rows_used, cols_used)
     else:
-        rows = cols = np.zeros(0, dtype=np.intp)
-    order = np.argsort(rows, kind="stable")
-    rows, cols = rows[order], cols[order]
+        pairs = _greedy_pairs(similarity, eligible, rows_used, cols_used)
+    pairs.sort()
+    matched_rows = np.array([r for r, _ in pairs], dtype=np.intp)
+    matched_cols = np.array([c for _, c in pairs], dtype=np.intp)
     return Matching(
-        pairs=list(zip(rows.tolist(), cols.tolist())),
+        pairs=pairs,
         iou=iou,
-        unmatched_ref=np.setdiff1d(np.arange(len(ref)), rows).astype(np.intp),
-        unmatched_cand=np.setdiff1d(np.arange(len(cand)), cols).astype(np.intp),
+        unmatched_ref=np.setdiff1d(np.arange(len(ref)), matched_rows).astype(np.intp),
+        unmatched_cand=np.setdiff1d(np.arange(len(cand)), matched_cols).astype(np.intp),
     )
 
 
@@ -166,7 +229,7 @@ def _score_boundaries(ref, cand, score_threshold, topk):
     return ref_only, cand_only
 
 
-def _judge_unmatched(side, inst, other, indices, overlaps_of, threshold, margin, boundaries):
+def _judge_unmatched(side, inst, other, indices, overlaps_of, threshold, margin, boundaries, nms_tie_of=None):
     """Sort one side's unmatched instances into ignored / ambiguous / failing.
 
     boundaries: (name, value) score boundaries that can explain an instance appearing on
@@ -194,6 +257,11 @@ def _judge_unmatched(side, inst, other, indices, overlaps_of, threshold, margin,
         if distance <= margin:
             ambiguous.append(record)
             continue
+        tie = nms_tie_of(i) if nms_tie_of is not None else None
+        if tie is not None:
+            record.update(tie)
+            ambiguous.append(record)
+            continue
         overlaps = overlaps_of(i)
         if overlaps.size and overlaps.max() > 0:
             j = int(overlaps.argmax())
@@ -215,6 +283,46 @@ def _judge_unmatched(side, inst, other, indices, overlaps_of, threshold, margin,
     return ignored, ambiguous, failing
 
 
+def nms_tie(ref: Instances, cand_box, tol: ResolvedTolerance, kept_by: Optional[int] = None) -> Optional[dict]:
+    """Evidence that `cand_box` is a box the reference's own NMS suppressed in favour of
+    an instance whose score ties with it (within the ambiguity margin): which of two tied
+    boxes NMS keeps is arbitrary, so a backend keeping the other one is no bug.
+
+    Needs the reference's NMS record, ref.extra["nms_suppressed"] = {"boxes": (S, 4),
+    "scores": (S,), "by": (S,) index of the kept instance that suppressed it}, written by
+    the harness's own NMS (deploy_parity/adapters/nms.py). None when there is no such tie.
+    """
+    record = ref.extra.get("nms_suppressed") if ref.extra else None
+    if not record or len(record.get("scores", ())) == 0:
+        return None
+    boxes = np.asarray(record["boxes"], dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(record["scores"], dtype=np.float64).reshape(-1)
+    by = np.asarray(record["by"]).reshape(-1).astype(np.intp)
+    same_box = (corner_distance(boxes, cand_box)[:, 0] <= float(tol["corner_px"])) | (
+        np.nan_to_num(box_iou(boxes, cand_box)[:, 0]) >= float(tol["min_iou"]))
+    tied = np.abs(scores - ref.scores[by]) <= float(tol["ambiguity_margin"])
+    hits = same_box & tied
+    if kept_by is not None:
+        hits &= by == kept_by
+    if not hits.any():
+        return None
+    s = int(np.flatnonzero(hits)[0])
+    k = int(by[s])
+    return {
+        "boundary": f"NMS tie with reference instance {k}",
+        "boundary_value": float(ref.scores[k]),
+        "distance": float(abs(scores[s] - ref.scores[k])),
+        "suppressed_box": [float(v) for v in boxes[s]],
+        "suppressed_score": float(scores[s]),
+    }
+
+
+def score_limit(tol: ResolvedTolerance, ref_scores) -> np.ndarray:
+    """Allowed |score difference| per reference score: absolute plus relative (scores
+    may be unbounded logits, e.g. heatmap maxima near 25)."""
+    return float(tol["score_abs"]) + float(tol.values.get("score_rtol", 0.0)) * np.abs(np.asarray(ref_scores, dtype=np.float64))
+
+
 def _measure_pairs(ref, cand, matching) -> dict:
     """Per matched pair: IoU, worst corner error (px), |score difference|, label change."""
     ref_idx, cand_idx = matching.ref_index, matching.cand_index
@@ -222,9 +330,11 @@ def _measure_pairs(ref, cand, matching) -> dict:
         label_differs = np.asarray(ref.labels)[ref_idx] != np.asarray(cand.labels)[cand_idx]
     else:
         label_differs = np.zeros(len(ref_idx), dtype=bool)
+    degenerate = (box_area(ref.boxes[ref_idx]) == 0) | (box_area(cand.boxes[cand_idx]) == 0)
     return {
         "ref_idx": ref_idx,
         "cand_idx": cand_idx,
+        "degenerate": degenerate,
         "iou": matching.iou[ref_idx, cand_idx],
         "corner_px": np.abs(ref.boxes[ref_idx] - cand.boxes[cand_idx]).max(axis=1, initial=0.0),
         "score_abs": np.abs(ref.scores[ref_idx] - cand.scores[cand_idx]),
@@ -232,26 +342,36 @@ def _measure_pairs(ref, cand, matching) -> dict:
     }
 
 
-def _judge_pairs(ref, cand, pairs, tol) -> list:
-    """The matched pairs out of tolerance, each with how far past its limit it is."""
-    min_iou, corner_limit, score_limit = float(tol["min_iou"]), float(tol["corner_px"]), float(tol["score_abs"])
+def _judge_pairs(ref, cand, pairs, tol, boundary_distance, margin) -> tuple[list, list]:
+    """(failures, excused): the matched pairs out of tolerance, each with how far past its
+    limit it is, and the failing pairs excused because the reference sits on a boundary.
+
+    boundary_distance(side, score) -> (distance, boundary name, value) to the nearest score
+    boundary that can explain that side's instance appearing alone.
+    """
+    min_iou, corner_limit = float(tol["min_iou"]), float(tol["corner_px"])
+    # The IoU limit never asks more than the corner limit already allows for this box;
+    # a zero-area box has no IoU at all (0/0) and is judged by its corners.
+    iou_limit = np.minimum(min_iou, iou_at_corner_error(ref.boxes[pairs["ref_idx"]], corner_limit))
+    iou_judged = ~pairs["degenerate"]
+    allowed_score = score_limit(tol, ref.scores[pairs["ref_idx"]])
     # How far past its limit each metric is (>1 breaks it); a changed label is the worst.
     excess = np.stack(
         [
-            (1.0 - pairs["iou"]) / max(1.0 - min_iou, 1e-12),
+            np.where(iou_judged, (1.0 - pairs["iou"]) / np.maximum(1.0 - iou_limit, 1e-12), 0.0),
             pairs["corner_px"] / max(corner_limit, 1e-12),
-            pairs["score_abs"] / max(score_limit, 1e-12),
+            pairs["score_abs"] / np.maximum(allowed_score, 1e-12),
             np.where(pairs["label_differs"], np.inf, 0.0),
         ],
         axis=1,
     )
     out_of_tolerance = (
-        (pairs["iou"] < min_iou)
+        (iou_judged & (pairs["iou"] < iou_limit))
         | (pairs["corner_px"] > corner_limit)
-        | (pairs["score_abs"] > score_limit)
+        | (pairs["score_abs"] > allowed_score)
         | pairs["label_differs"]
     )
-    failures = []
+    failures, excused = [], []
     for p in np.flatnonzero(out_of_tolerance).tolist():
         r, c = int(pairs["ref_idx"][p]), int(pairs["cand_idx"][p])
         iou, corner, score = pairs["iou"][p], pairs["corner_px"][p], pairs["score_abs"][p]
@@ -259,28 +379,53 @@ def _judge_pairs(ref, cand, pairs, tol) -> list:
         if broken == "label":
             lead = f"label {int(ref.labels[r])} became {int(cand.labels[c])}"
         elif broken == "IoU":
-            lead = f"IoU {iou:.4f} < {min_iou:g}"
+            lead = f"IoU {iou:.4f} < {iou_limit[p]:.4g}"
         elif broken == "corner error":
-            lead = f"corner error {corner:.2f} px > {corner_limit:g} px"
+            lead = f"corner error {corner:.3g} px > {corner_limit:g} px"
         else:
-            lead = f"score difference {score:.3g} > {score_limit:g}"
-        failures.append(
-            {
-                "ref_index": r,
-                "cand_index": c,
-                "metric": broken,
-                "excess": float(excess[p].max()),
-                "iou": float(iou),
-                "corner_px": float(corner),
-                "score_abs": float(score),
-                "description": (
-                    f"reference instance {r} ({_describe_instance(ref, r)}) vs candidate instance "
-                    f"{c} ({_describe_instance(cand, c)}): {lead} (IoU {iou:.4f}, corner error "
-                    f"{corner:.2f} px, score difference {score:.3g})"
-                ),
-            }
-        )
-    return failures
+            lead = f"score difference {score:.3g} > {allowed_score[p]:.3g}"
+        record = {
+            "ref_index": r,
+            "cand_index": c,
+            "metric": broken,
+            "excess": float(excess[p].max()),
+            "iou": float(iou),
+            "corner_px": float(corner),
+            "score_abs": float(score),
+            "ref_score": float(ref.scores[r]),
+            "description": (
+                f"reference instance {r} ({_describe_instance(ref, r)}) vs candidate instance "
+                f"{c} ({_describe_instance(cand, c)}): {lead} (IoU {iou:.4f}, corner error "
+                f"{corner:.3g} px, score difference {score:.3g})"
+            ),
+        }
+        if broken != "score difference":
+            # Two different objects paired only because each crossed a boundary: the
+            # reference kept one at the cut, the candidate the other; or the candidate kept
+            # a box the reference's NMS suppressed for a tied score.
+            ref_at, ref_boundary, _ = boundary_distance("reference", ref.scores[r])
+            cand_at, cand_boundary, _ = boundary_distance("candidate", cand.scores[c])
+            tie = nms_tie(ref, cand.boxes[c], tol, kept_by=r)
+            if tie is not None:
+                record.update(tie, why=f"the candidate kept a box the reference suppressed in NMS "
+                                       f"for a score tied within {tie['distance']:.3g} ({tie['boundary']})")
+                excused.append(record)
+                continue
+            if ref_at <= margin and cand_at <= margin:
+                record["why"] = (f"both sit at a score boundary (reference {ref_at:.3g} from the {ref_boundary}, "
+                                 f"candidate {cand_at:.3g} from the {cand_boundary}): different objects kept at the cut")
+                excused.append(record)
+                continue
+        failures.append(record)
+    return failures, excused
+
+
+def _confident_first(records, score_threshold):
+    """Records about instances scoring at or above the threshold first: a reader should
+    meet a lost detection before a background prior at score 0.004."""
+    if score_threshold is None:
+        return records
+    return sorted(records, key=lambda rec: rec.get("ref_score", rec.get("score", 0.0)) < score_threshold)
 
 
 def compare_boxes(
@@ -300,17 +445,19 @@ def compare_boxes(
         return Comparison.judged("boxes", output, tol, verdict, metrics, message, evidence), matching
 
     pairs = _measure_pairs(ref, cand, matching)
+    judged_iou = pairs["iou"][~pairs["degenerate"]]
     metrics = {
         "n_ref": len(ref),
         "n_cand": len(cand),
         "n_matched": len(matching.pairs),
-        # NaN when nothing was matched: there is no pair to measure.
-        "min_iou": float(pairs["iou"].min()) if len(matching.pairs) else math.nan,
+        # NaN when no pair with an area was matched: there is no IoU to measure.
+        "min_iou": float(judged_iou.min()) if judged_iou.size else math.nan,
         "max_corner_px": float(pairs["corner_px"].max(initial=0.0)),
         "max_score_abs": float(pairs["score_abs"].max(initial=0.0)),
         "label_mismatches": int(pairs["label_differs"].sum()),
         "n_unmatched_ref": len(matching.unmatched_ref),
         "n_unmatched_cand": len(matching.unmatched_cand),
+        "n_degenerate_pairs": int(pairs["degenerate"].sum()),
         "n_ambiguous": 0,
         "n_below_threshold": 0,
         "n_ref_above_threshold": int((ref.scores >= score_threshold).sum()) if score_threshold is not None else len(ref),
@@ -330,15 +477,25 @@ def compare_boxes(
         )
 
     ref_boundaries, cand_boundaries = _score_boundaries(ref, cand, score_threshold, topk)
+
+    def boundary_distance(side, score):
+        boundaries = ref_boundaries if side == "reference" else cand_boundaries
+        nearest = min(boundaries, key=lambda b: abs(float(score) - b[1]), default=None)
+        if nearest is None:
+            return math.inf, None, None
+        return abs(float(score) - nearest[1]), nearest[0], nearest[1]
+
     ignored_ref, ambiguous_ref, failing_ref = _judge_unmatched(
         "reference", ref, cand, matching.unmatched_ref, lambda i: matching.iou[i, :],
         score_threshold, margin, ref_boundaries,
     )
     ignored_cand, ambiguous_cand, failing_cand = _judge_unmatched(
         "candidate", cand, ref, matching.unmatched_cand, lambda j: matching.iou[:, j],
-        score_threshold, margin, cand_boundaries,
+        score_threshold, margin, cand_boundaries, nms_tie_of=lambda j: nms_tie(ref, cand.boxes[j], tol),
     )
-    ambiguous = ambiguous_ref + ambiguous_cand
+    pair_failures, excused_pairs = _judge_pairs(ref, cand, pairs, tol, boundary_distance, margin)
+    matching.excused = {(rec["ref_index"], rec["cand_index"]) for rec in excused_pairs}
+    ambiguous = ambiguous_ref + ambiguous_cand + excused_pairs
     metrics["n_ambiguous"] = len(ambiguous)
     metrics["n_below_threshold"] = len(ignored_ref) + len(ignored_cand)
 
@@ -359,13 +516,13 @@ def compare_boxes(
         )
 
     unmatched_failures = failing_ref + failing_cand
-    pair_failures = _judge_pairs(ref, cand, pairs, tol)
     if unmatched_failures or pair_failures:
-        # A confident instance that vanished outranks any pair that is merely off.
+        # A confident instance that vanished outranks any pair that is merely off, and a
+        # pair of confident instances outranks background priors far below the threshold.
         if unmatched_failures:
             worst = max(unmatched_failures, key=lambda r: r["score"])
         else:
-            worst = max(pair_failures, key=lambda r: r["excess"])
+            worst = _confident_first(sorted(pair_failures, key=lambda r: -r["excess"]), score_threshold)[0]
         summary = (
             f"{len(failing_ref)} reference and {len(failing_cand)} candidate instance(s) "
             f"unmatched, {len(pair_failures)} matched pair(s) out of tolerance, "
@@ -376,20 +533,24 @@ def compare_boxes(
             f"worst: {worst['description']}. In all: {summary}",
             {
                 "worst": worst,
-                "unmatched": unmatched_failures[:EVIDENCE_LIMIT],
-                "pairs": pair_failures[:EVIDENCE_LIMIT],
+                "unmatched": _confident_first(unmatched_failures, score_threshold)[:EVIDENCE_LIMIT],
+                "pairs": _confident_first(sorted(pair_failures, key=lambda r: -r["excess"]), score_threshold)[:EVIDENCE_LIMIT],
                 "ambiguous": ambiguous[:EVIDENCE_LIMIT],
             },
         )
 
     if ambiguous:
         first = ambiguous[0]
+        if "why" in first:  # an excused pair
+            detail = f"e.g. {first['description']}; excused: {first['why']}"
+        else:
+            detail = (f"e.g. {first['side']} instance {first['index']} (box {format_box(first['box'])}, score "
+                      f"{first['score']:.6g}) is {first['distance']:.3g} from the {first['boundary']} "
+                      f"{first['boundary_value']:.6g}")
         return result(
             Verdict.AMBIGUOUS,
-            f"{len(ambiguous)} instance(s) appear on one side only, each within "
-            f"{margin:g} of a score boundary; e.g. {first['side']} instance {first['index']} "
-            f"(box {format_box(first['box'])}, score {first['score']:.6g}) is "
-            f"{first['distance']:.3g} from the {first['boundary']} {first['boundary_value']:.6g}",
+            f"{len(ambiguous)} instance(s) or pair(s) differ only where the reference sits on a decision "
+            f"boundary (within {margin:g} of a score threshold, top-k cut or tied NMS competitor); {detail}",
             {"ambiguous": ambiguous[:EVIDENCE_LIMIT]},
         )
 
@@ -405,9 +566,12 @@ def compare_boxes(
             f"{len(matching.pairs)} low-score pair(s) agree, which proves nothing",
         )
 
+    iou_text = f"min IoU {metrics['min_iou']:.4f}, " if judged_iou.size else ""
+    degenerate_text = (f" ({metrics['n_degenerate_pairs']} zero-area, judged by corners)"
+                       if metrics["n_degenerate_pairs"] else "")
     return result(
         Verdict.PASS,
-        f"{len(matching.pairs)} instance(s) matched: min IoU {metrics['min_iou']:.4f}, "
+        f"{len(matching.pairs)} instance(s) matched{degenerate_text}: {iou_text}"
         f"max corner error {metrics['max_corner_px']:.3g} px, max score difference "
         f"{metrics['max_score_abs']:.3g}",
     )

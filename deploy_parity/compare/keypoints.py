@@ -14,7 +14,7 @@ import numpy as np
 
 from deploy_parity.scenes.skeleton import KEYPOINT_NAMES
 
-from .boxes import Matching, first_nonfinite
+from .boxes import Matching, box_area, first_nonfinite, score_limit
 from .instances import Instances
 from .tolerances import ResolvedTolerance
 from .verdict import Comparison, Verdict
@@ -71,6 +71,8 @@ def compare_keypoints(
     output: str = "keypoints",
     index_wise: bool = False,
     visibility_threshold: Optional[float] = None,
+    score_threshold: Optional[float] = None,
+    deltas=None,
 ) -> Comparison:
     """Judge keypoints of paired instances: pixel error, OKS, keypoint score, ties.
 
@@ -78,6 +80,12 @@ def compare_keypoints(
     sigmas: OKS falloff per keypoint; None means COCO's for 17 keypoints, else DEFAULT_SIGMA.
     visibility_threshold: reference keypoints scoring below it are not judged on
     position (their score still is); None judges every keypoint.
+    score_threshold: the instance score threshold; failures of instances above it are
+    named first (a reader should meet a real person before a background prior).
+    OKS is not judged for zero-area instances: its scale is the area, and 0 makes any
+    distance, even 1e-5 px, infinitely bad. Their keypoints are judged in pixels.
+    Pairs the box judgement excused (a tie at a cut or in NMS) are not judged here.
+    deltas: a shift.PointDeltas collecting the signed errors of the judged keypoints.
     """
 
     def result(verdict, metrics, message, evidence=None):
@@ -122,7 +130,7 @@ def compare_keypoints(
     else:
         if matching is None:
             raise ValueError("compare_keypoints needs the box matching unless index_wise=True")
-        ref_idx, cand_idx = matching.ref_index, matching.cand_index
+        ref_idx, cand_idx = matching.judged_pairs()
 
     if len(ref_idx) == 0 or k == 0:
         return result(
@@ -136,13 +144,15 @@ def compare_keypoints(
     delta = np.abs(c[..., :2] - r[..., :2])  # (P, K, 2)
     distance = np.hypot(delta[..., 0], delta[..., 1])
     score_abs = np.abs(c[..., 2] - r[..., 2])
+    allowed_score = score_limit(tol, r[..., 2])
     if visibility_threshold is None:
         visible = np.ones(distance.shape, dtype=bool)
     else:
         visible = r[..., 2] >= visibility_threshold
     boxes = ref.boxes[ref_idx]
-    area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-    oks = object_keypoint_similarity(distance, area, sigmas, visible)
+    area = box_area(boxes)
+    oks_judged = area > 0
+    oks = np.where(oks_judged, object_keypoint_similarity(distance, area, sigmas, visible), np.nan)
 
     if ref.keypoint_peak_gap is not None:
         gap = np.asarray(ref.keypoint_peak_gap, dtype=np.float64)[ref_idx]
@@ -151,16 +161,18 @@ def compare_keypoints(
         gap = np.full(distance.shape, np.inf)
         tie = np.zeros(distance.shape, dtype=bool)
 
+    if deltas is not None:
+        deltas.add_keypoints(ref, cand, ref_idx, cand_idx, tol, judged=visible & ~tie)
     pixel_limit = float(tol["pixel"])
     min_oks = float(tol["min_oks"])
-    score_limit = float(tol["score_abs"])
     too_far = visible & (distance > pixel_limit)
     # OKS again with the tied keypoints' jumps forgiven: if that passes, only ties broke it.
-    oks_without_ties = object_keypoint_similarity(np.where(tie, 0.0, distance), area, sigmas, visible)
-    oks_low = oks < min_oks
-    oks_low_not_ties = oks_without_ties < min_oks
+    oks_without_ties = np.where(
+        oks_judged, object_keypoint_similarity(np.where(tie, 0.0, distance), area, sigmas, visible), np.nan)
+    oks_low = oks_judged & (np.nan_to_num(oks, nan=1.0) < min_oks)
+    oks_low_not_ties = oks_judged & (np.nan_to_num(oks_without_ties, nan=1.0) < min_oks)
     hard_far = too_far & ~tie
-    score_bad = score_abs > score_limit
+    score_bad = score_abs > allowed_score
     tie_breaks = too_far & tie
 
     shown = np.where(visible, distance, -np.inf)
@@ -175,6 +187,7 @@ def compare_keypoints(
         "worst_instance": int(ref_idx[worst_p]),
         "worst_keypoint": int(worst_j),
         "n_ties": int(tie.sum()),
+        "n_oks_not_judged": int((~oks_judged).sum()),
         "n_ambiguous": int(tie_breaks.sum()),
     }
 
@@ -204,24 +217,33 @@ def compare_keypoints(
     def records(mask):
         return [keypoint_record(p, j) for p, j in zip(*np.nonzero(mask))][:EVIDENCE_LIMIT]
 
+    confident = (np.ones(len(ref_idx), dtype=bool) if score_threshold is None
+                 else ref.scores[ref_idx] >= score_threshold)
+
     def worst_of(mask, weight):
+        # Among confident instances first, when any of them is in `mask`.
+        preferred = mask & confident[:, None]
+        mask = preferred if preferred.any() else mask
         flat = int(np.argmax(np.where(mask, weight, -np.inf)))
         return np.unravel_index(flat, mask.shape)
 
     failures = []
     if hard_far.any():
         p, j = worst_of(hard_far, distance)
-        failures.append(f"{keypoint_text(p, j, f' > {pixel_limit:g} px')}; OKS {oks[p]:.4f}")
+        oks_text = f"OKS {oks[p]:.4f}" if oks_judged[p] else "OKS not judged (zero-area box)"
+        failures.append(f"{keypoint_text(p, j, f' > {pixel_limit:g} px')}; {oks_text}")
     if score_bad.any():
         p, j = worst_of(score_bad, score_abs)
         failures.append(
             f"instance {int(ref_idx[p])} keypoint {j} ({names[j]}): score {r[p, j, 2]:.4f} "
-            f"became {c[p, j, 2]:.4f}, difference {score_abs[p, j]:.3g} > {score_limit:g}"
+            f"became {c[p, j, 2]:.4f}, difference {score_abs[p, j]:.3g} > {allowed_score[p, j]:.3g}"
         )
     # An OKS drop caused by a keypoint already reported would only repeat it.
     oks_news = oks_low_not_ties & ~hard_far.any(axis=1)
     if oks_news.any():
-        p = int(np.nanargmin(np.where(oks_news, oks_without_ties, np.nan)))
+        preferred = oks_news & confident
+        pool = preferred if preferred.any() else oks_news
+        p = int(np.nanargmin(np.where(pool, oks_without_ties, np.nan)))
         j = int(np.argmax(np.where(visible[p], distance[p], -np.inf)))
         failures.append(
             f"instance {int(ref_idx[p])}: OKS {oks[p]:.4f} < {min_oks:g}; its worst is {keypoint_text(p, j)}"

@@ -3,6 +3,10 @@
 Works on per-ROI masks (R, M, M) and on masks pasted into the image (R, H, W) alike.
 Rounding flips soft values near the threshold, and those pixels lie on the boundary;
 so besides IoU the boundary is judged on its own, and interior flips show up in IoU.
+A pixel whose reference soft value lies within soft_abs of the threshold sits on the
+decision boundary itself: it is counted and reported, never judged (a 0.6-px-wide box
+whose soft values are exactly 0.5 must not fail on 0.499999). Binary masks have no
+soft values, so none of their pixels is excused.
 """
 
 from __future__ import annotations
@@ -45,9 +49,10 @@ def _as_float(masks: np.ndarray) -> np.ndarray:
     return masks if np.issubdtype(masks.dtype, np.floating) else masks.astype(np.float32)
 
 
-def _pair_statistics(ref_masks, cand_masks, ref_idx, cand_idx, threshold) -> dict:
-    """Per pair: pixel counts (intersection, each side, boundary and its flips) and the
-    largest soft difference.
+def _pair_statistics(ref_masks, cand_masks, ref_idx, cand_idx, threshold, margin) -> dict:
+    """Per pair: pixel counts over the judged pixels (intersection, each side, boundary
+    flips), the whole boundary, the pixels at the threshold (excused) and how many of
+    them flipped, and the largest soft difference.
 
     One pair at a time into reused buffers: a 640x640 mask's temporaries stay in cache
     and nothing of the size of the whole stack is ever allocated. The boundary, the
@@ -55,25 +60,39 @@ def _pair_statistics(ref_masks, cand_masks, ref_idx, cand_idx, threshold) -> dic
     elsewhere no boundary pixel can flip.
     """
     n_pairs = len(ref_idx)
-    counts = ("intersection", "ref_px", "cand_px", "boundary_flips")
+    counts = ("intersection", "ref_px", "cand_px", "boundary_flips", "threshold_px", "threshold_flips")
     stats = {name: np.zeros(n_pairs, dtype=np.int64) for name in counts}
     stats["boundary_px"] = np.full(n_pairs, -1, dtype=np.int64)  # -1: not traced (no flip possible)
     stats["soft_abs"] = np.zeros(n_pairs, dtype=np.float64)
     if n_pairs == 0:
         return stats
     shape = ref_masks.shape[1:]
-    ref_on, cand_on, both = (np.empty(shape, dtype=bool) for _ in range(3))
+    soft = np.issubdtype(ref_masks.dtype, np.floating)
+    ref_on, cand_on, both, judged, flips = (np.empty(shape, dtype=bool) for _ in range(5))
     soft_dtype = np.result_type(ref_masks.dtype, cand_masks.dtype, np.float32)
     difference = np.empty(shape, dtype=soft_dtype)
     for p, (r, c) in enumerate(zip(ref_idx.tolist(), cand_idx.tolist())):
         ref_soft, cand_soft = ref_masks[r], cand_masks[c]
         np.greater_equal(ref_soft, threshold, out=ref_on)
         np.greater_equal(cand_soft, threshold, out=cand_on)
+        np.logical_xor(ref_on, cand_on, out=flips)
+        if soft:
+            np.subtract(ref_soft, threshold, out=difference, dtype=soft_dtype)
+            np.abs(difference, out=difference)
+            np.greater(difference, margin, out=judged)
+        else:
+            judged.fill(True)
+        at_threshold = ~judged
+        stats["threshold_px"][p] = np.count_nonzero(at_threshold)
+        stats["threshold_flips"][p] = np.count_nonzero(flips & at_threshold)
         np.logical_and(ref_on, cand_on, out=both)
-        intersection, ref_px, cand_px = (np.count_nonzero(m) for m in (both, ref_on, cand_on))
+        intersection = np.count_nonzero(both & judged)
+        ref_px, cand_px = np.count_nonzero(ref_on & judged), np.count_nonzero(cand_on & judged)
         stats["intersection"][p], stats["ref_px"][p], stats["cand_px"][p] = intersection, ref_px, cand_px
-        if ref_px + cand_px > 2 * intersection:  # some pixel differs
-            stats["boundary_px"][p], stats["boundary_flips"][p] = boundary_counts(ref_on, cand_on)
+        if ref_px + cand_px > 2 * intersection:  # some judged pixel differs
+            boundary = mask_boundary(ref_on) | mask_boundary(cand_on)
+            stats["boundary_px"][p] = int(np.count_nonzero(boundary & judged))
+            stats["boundary_flips"][p] = int(np.count_nonzero(boundary & flips & judged))
         np.subtract(ref_soft, cand_soft, out=difference, dtype=soft_dtype)
         np.abs(difference, out=difference)
         stats["soft_abs"][p] = float(difference.max())
@@ -129,11 +148,12 @@ def compare_masks(
             f"mask size differs: reference {ref_masks.shape[1:]}, candidate {cand_masks.shape[1:]}",
         )
 
-    ref_idx, cand_idx = matching.ref_index, matching.cand_index
+    ref_idx, cand_idx = matching.judged_pairs()
     if len(ref_idx) == 0:
         return result(Verdict.VACUOUS, {"n_pairs": 0}, "no matched instances; no masks to compare")
 
-    stats = _pair_statistics(ref_masks, cand_masks, ref_idx, cand_idx, threshold)
+    soft_limit = float(tol["soft_abs"])
+    stats = _pair_statistics(ref_masks, cand_masks, ref_idx, cand_idx, threshold, soft_limit)
     union = stats["ref_px"] + stats["cand_px"] - stats["intersection"]
     nonempty = union > 0
     iou = np.where(nonempty, stats["intersection"] / np.maximum(union, 1), 1.0)
@@ -144,9 +164,10 @@ def compare_masks(
     def boundary_px(p):
         # Traced lazily for the pairs a report names, when the loop had no need to.
         if stats["boundary_px"][p] < 0:
-            ref_on = _as_float(ref_masks[ref_idx[p]]) >= threshold
-            cand_on = _as_float(cand_masks[cand_idx[p]]) >= threshold
-            stats["boundary_px"][p] = boundary_counts(ref_on, cand_on)[0]
+            ref_soft = _as_float(ref_masks[ref_idx[p]])
+            judged = np.abs(ref_soft - threshold) > soft_limit if np.issubdtype(ref_masks.dtype, np.floating) else True
+            boundary = mask_boundary(ref_soft >= threshold) | mask_boundary(_as_float(cand_masks[cand_idx[p]]) >= threshold)
+            stats["boundary_px"][p] = int(np.count_nonzero(boundary & judged))
         return int(stats["boundary_px"][p])
 
     soft_abs = stats["soft_abs"]
@@ -157,10 +178,19 @@ def compare_masks(
         "min_iou": float(iou.min()),
         "max_boundary_disagreement": float(boundary_disagreement.max()),
         "max_soft_abs": float(soft_abs.max()),
+        "n_threshold_px": int(stats["threshold_px"].sum()),
+        "n_threshold_flips": int(stats["threshold_flips"].sum()),
         "worst_instance": -1,
     }
+    threshold_text = (
+        f"; {metrics['n_threshold_flips']} of {metrics['n_threshold_px']} pixel(s) within {soft_limit:g} of the "
+        f"threshold {threshold:g} flipped (excused: the reference sits on the threshold)"
+        if metrics["n_threshold_px"] else ""
+    )
+    # A pair whose every pixel that differs sits at the threshold, and nothing else is on.
+    only_at_threshold = ~nonempty & (stats["threshold_flips"] > 0)
 
-    if not nonempty.any():
+    if not nonempty.any() and not only_at_threshold.any():
         # Nothing above the threshold on either side: a pass here would prove nothing.
         return result(
             Verdict.VACUOUS,
@@ -170,7 +200,6 @@ def compare_masks(
 
     min_iou = float(tol["min_iou"])
     max_boundary = float(tol["max_boundary_disagreement"])
-    soft_limit = float(tol["soft_abs"])
     fails = (iou < min_iou) | (boundary_disagreement > max_boundary) | (soft_abs > soft_limit)
     # How far past its limit each metric is (>1 breaks it).
     excess = np.stack(
@@ -203,7 +232,8 @@ def compare_masks(
             "boundary_disagreement": float(boundary_disagreement[p]),
             "soft_abs": float(soft_abs[p]),
             "boundary_px": boundary_px(p),
-            **{name: int(stats[name][p]) for name in ("ref_px", "cand_px", "boundary_flips")},
+            **{name: int(stats[name][p]) for name in ("ref_px", "cand_px", "boundary_flips", "threshold_px",
+                                                       "threshold_flips")},
         }
 
     if fails.any():
@@ -222,11 +252,23 @@ def compare_masks(
             Verdict.FAIL,
             metrics,
             f"worst: {pair_text(worst)}: {broken}{where}. In all {int(fails.sum())} of "
-            f"{len(ref_idx)} mask(s) out of tolerance",
+            f"{len(ref_idx)} mask(s) out of tolerance{threshold_text}",
             {
                 "worst": pair_record(worst),
                 "pairs": [pair_record(p) for p in np.flatnonzero(fails)[:EVIDENCE_LIMIT]],
             },
+        )
+
+    if only_at_threshold.any():
+        p = int(np.flatnonzero(only_at_threshold)[0])
+        return result(
+            Verdict.AMBIGUOUS,
+            metrics,
+            f"{int(only_at_threshold.sum())} mask(s) differ only in pixels whose reference soft value lies "
+            f"within {soft_limit:g} of the threshold {threshold:g}; e.g. instance {int(ref_idx[p])}: "
+            f"{int(stats['threshold_flips'][p])} of {int(stats['threshold_px'][p])} such pixel(s) flipped, "
+            f"soft max abs {soft_abs[p]:.3g}",
+            {"pairs": [pair_record(q) for q in np.flatnonzero(only_at_threshold)[:EVIDENCE_LIMIT]]},
         )
 
     return result(
@@ -234,5 +276,5 @@ def compare_masks(
         metrics,
         f"{len(ref_idx)} mask(s): min IoU {metrics['min_iou']:.4f}, max boundary "
         f"disagreement {metrics['max_boundary_disagreement']:.1%}, max soft error "
-        f"{metrics['max_soft_abs']:.3g}",
+        f"{metrics['max_soft_abs']:.3g}{threshold_text}",
     )

@@ -37,6 +37,7 @@ def compare_instances(
     sigmas=None,
     index_wise_keypoints: bool = False,
     label: str = "",
+    deltas=None,
 ) -> list[Comparison]:
     """Compare one image's instances; one Comparison per kind present on either side.
 
@@ -54,6 +55,8 @@ def compare_instances(
         ref, cand, tolerance("boxes"), score_threshold=score_threshold, topk=topk, output=name("boxes")
     )
     comparisons = [box_comparison]
+    if deltas is not None:
+        deltas.add_boxes(ref, cand, matching, tolerance("boxes"))
 
     if ref.keypoints is not None or cand.keypoints is not None:
         tol = tolerance("keypoints")
@@ -66,6 +69,7 @@ def compare_instances(
                 compare_keypoints(
                     ref, cand, matching, tol,
                     sigmas=sigmas, output=name("keypoints"), index_wise=index_wise_keypoints,
+                    score_threshold=score_threshold, deltas=deltas,
                 )
             )
 

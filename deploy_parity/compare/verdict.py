@@ -20,6 +20,9 @@ class Verdict(str, enum.Enum):
     # The artifact cannot take this input (size outside its accepted shapes): refused
     # with a clear message, neither a parity failure nor a pass.
     REFUSED = "refused"
+    # The check itself raised (a backend error, a reader that crashed, a contract the
+    # artifact breaks mid-run): recorded with the exception, never a pass and never lost.
+    ERROR = "error"
 
 
 # The metrics in Comparison.metrics that measure how wrong a candidate is (all grow with
@@ -33,7 +36,7 @@ ERROR_METRICS = {
 
 
 # Combining verdicts of several outputs of one case: the worst wins in this order.
-_SEVERITY = {Verdict.FAIL: 4, Verdict.REFUSED: 3, Verdict.AMBIGUOUS: 2, Verdict.VACUOUS: 1, Verdict.PASS: 0}
+_SEVERITY = {Verdict.ERROR: 5, Verdict.FAIL: 4, Verdict.REFUSED: 3, Verdict.AMBIGUOUS: 2, Verdict.VACUOUS: 1, Verdict.PASS: 0}
 
 
 def combine(verdicts) -> Verdict:
