@@ -1,0 +1,1 @@
+"""Adapters: turn the output formats users have into the harness's `Instances`."""
