@@ -3,24 +3,34 @@
 Running and judging are separate steps (Polygraphy's Comparator split): a check runs
 the reference and the candidate, then hands both outputs to the comparators, and
 returns a `CaseResult` that the report writers record.
+
+Every check returns a result, whatever happens inside it: a shape the artifact cannot
+take is REFUSED, and any other exception (a backend error, an input contract the
+artifact breaks, a crash in the case's own to_instances) is an ERROR result carrying the
+exception, so it is recorded and reported like any verdict, never lost.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Optional
 
-from deploy_parity.compare.case_outputs import compare_all_tensors, compare_case_outputs
+from deploy_parity.bounds import coverage_gaps, describe_coverage_gaps
+from deploy_parity.compare.case_outputs import check_outputs_compared, compare_all_tensors, compare_case_outputs
 from deploy_parity.compare.verdict import Comparison, Verdict, combine
-from deploy_parity.errors import UnsupportedShapeError
+from deploy_parity.errors import HarnessError, UnsupportedShapeError
 from deploy_parity.inputs import make_feed, take_sample
-from deploy_parity.strategies import ParityExample
+from deploy_parity.strategies import ParityExample, export_size_example
 
 
 @dataclass
 class CaseResult:
-    check: str  # "parity" | "batch" | "determinism"
+    check: str  # "coverage" | "parity" | "batch" | "determinism" | "refusal"
     model: str
     backend: str
     precision: str
@@ -37,13 +47,14 @@ class CaseResult:
 
     def summary(self) -> str:
         """The message a person reads when the case fails: the worst comparisons first."""
-        order = {Verdict.FAIL: 0, Verdict.REFUSED: 1, Verdict.AMBIGUOUS: 2, Verdict.VACUOUS: 3, Verdict.PASS: 4}
+        order = {Verdict.ERROR: 0, Verdict.FAIL: 1, Verdict.REFUSED: 2, Verdict.AMBIGUOUS: 3, Verdict.VACUOUS: 4,
+                 Verdict.PASS: 5}
         lines = [f"{self.check} {self.model} on {self.backend} ({self.precision}), {self.example.describe()}: "
                  f"{self.verdict.value}"]
         if self.message:
             lines.append(self.message)
         for comp in sorted(self.comparisons, key=lambda c: order[c.verdict])[:6]:
-            if comp.verdict != Verdict.PASS:
+            if comp.verdict != Verdict.PASS and comp.message != self.message:
                 lines.append(f"  [{comp.verdict.value}] {comp.kind} {comp.output}: {comp.message}")
         if self.replay:
             lines.append(f"re-run exactly this case: {self.replay}")
@@ -88,6 +99,58 @@ def _refused(check, case, backend, example, error, start) -> CaseResult:
     return _result(check, case, backend, example, [comparison], start, message=str(error))
 
 
+def _where(error: BaseException) -> str:
+    """file:line in function where `error` was raised, preferring the innermost frame of
+    the user's or the harness's code over a library's (numpy, torch, onnxruntime)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return ""
+    prefixes = tuple(os.path.join(p, "") for p in {sys.prefix, sys.base_prefix} if p)
+
+    def library(filename: str) -> bool:
+        return filename.startswith(prefixes) or "site-packages" in filename or "dist-packages" in filename
+
+    own = [f for f in frames if not library(f.filename)]
+    frame = (own or frames)[-1]
+    return f"{os.path.basename(frame.filename)}:{frame.lineno} in {frame.name}"
+
+
+def _errored(check, case, backend, example, error: Exception, start) -> CaseResult:
+    """The check raised: an ERROR result with the exception's type, message and origin."""
+    text = f"{type(error).__name__}: {error}"
+    # The harness's own errors say what is wrong; for anything else (the case's code,
+    # a backend library) where it was raised is half the story.
+    where = "" if isinstance(error, HarnessError) else _where(error)
+    if where:
+        text += f" (raised at {where})"
+    evidence = {"exception": type(error).__name__,
+                "traceback": "".join(traceback.format_exception(type(error), error, error.__traceback__, limit=-8))}
+    comparison = Comparison("error", check, Verdict.ERROR, message=text, evidence=evidence)
+    return _result(check, case, backend, example, [comparison], start, message=text)
+
+
+def recorded(check: str):
+    """Decorator for a check: every outcome becomes a CaseResult. UnsupportedShapeError
+    (the artifact or the case cannot take this shape) is REFUSED wherever it is raised;
+    any other Exception is ERROR. KeyboardInterrupt and SystemExit are not Exceptions:
+    they still stop the run."""
+
+    def wrap(function):
+        @functools.wraps(function)
+        def run(pool, case, backend, example: ParityExample) -> CaseResult:
+            start = time.perf_counter()
+            try:
+                return function(pool, case, backend, example)
+            except UnsupportedShapeError as error:
+                return _refused(check, case, backend, example, error, start)
+            except Exception as error:  # noqa: BLE001 - recorded as an ERROR verdict, with the exception
+                return _errored(check, case, backend, example, error, start)
+
+        return run
+
+    return wrap
+
+
 def feed_for(case, example: ParityExample) -> dict:
     return make_feed(case, example.height, example.width, example.batch, example.seed, example.dtypes)
 
@@ -100,6 +163,7 @@ def accepted_shapes(runner) -> dict:
     return {name: f"{'|'.join(meta.dtypes)} {meta.describe_shape()}" for name, meta in runner.get_input_metadata().items()}
 
 
+@recorded("parity")
 def check_parity(pool, case, backend, example: ParityExample) -> CaseResult:
     """Candidate backend against the eager PyTorch reference on one feed."""
     start = time.perf_counter()
@@ -120,6 +184,7 @@ def check_parity(pool, case, backend, example: ParityExample) -> CaseResult:
     return result
 
 
+@recorded("refusal")
 def check_refusal(pool, case, backend, example: ParityExample) -> CaseResult:
     """A shape outside what the candidate accepts must be refused with a clear message:
     neither a parity failure nor (worse) a pass. FAIL if the candidate runs it anyway."""
@@ -140,6 +205,7 @@ def check_refusal(pool, case, backend, example: ParityExample) -> CaseResult:
     return result
 
 
+@recorded("batch")
 def check_batch_consistency(pool, case, backend, example: ParityExample) -> CaseResult:
     """Metamorphic: a batch of N different images equals the N images run one by one."""
     start = time.perf_counter()
@@ -161,6 +227,7 @@ def check_batch_consistency(pool, case, backend, example: ParityExample) -> Case
     return _result("batch", case, backend, example, comparisons, start)
 
 
+@recorded("determinism")
 def check_determinism(pool, case, backend, example: ParityExample) -> CaseResult:
     """The same backend run twice on the same feed gives bit-identical outputs."""
     start = time.perf_counter()
@@ -174,6 +241,52 @@ def check_determinism(pool, case, backend, example: ParityExample) -> CaseResult
     comparisons = compare_all_tensors(case, first, second, kind="determinism", backend=backend.name,
                                       precision=backend.precision)
     return _result("determinism", case, backend, example, comparisons, start)
+
+
+def check_coverage(pool, case, backend) -> CaseResult:
+    """Before any property: does the artifact take everything the case declares, and does
+    something compare every declared output?
+
+    One reference and one candidate inference at the export size (as the artifact takes
+    it) show which outputs the case's to_instances reads (UnreadOutputError: ERROR).
+    Then the shapes and dtypes the artifact accepts are compared with those the case
+    declares (deploy_parity.bounds.coverage_gaps): an artifact that takes less, say one
+    size of a declared range, batch 1 of a declared 4, float32 of a declared
+    float32+uint8, is a FAIL naming both sides and the fix. The properties then draw
+    only what the artifact takes, so this is the one place the gap is reported."""
+    start = time.perf_counter()
+    example = ParityExample(case.sizes.export_height or case.sizes.min_side,
+                            case.sizes.export_width or case.sizes.min_side, 1, case.default_dtypes(), 1)
+    try:
+        bounds = pool.bounds(case, backend)
+    except Exception as error:  # noqa: BLE001 - the artifact could not be read at all
+        return _errored("coverage", case, backend, example, error, start)
+    example = export_size_example(case, bounds)
+    gaps = coverage_gaps(case, bounds)
+    comparisons, messages, runner = [], [], None
+    if gaps:
+        messages.append(describe_coverage_gaps(case, backend.name, bounds, gaps))
+        comparisons += [Comparison("coverage", gap.input_name, Verdict.FAIL,
+                                   message=f"input '{gap.input_name}' {gap.accepted}; the case declares {gap.declared}",
+                                   evidence={"accepted": gap.accepted, "declared": gap.declared,
+                                             "source": bounds.source}) for gap in gaps]
+    try:
+        feed = feed_for(case, example)
+        runner = candidate_runner(pool, case, backend, example)
+        candidate = runner.infer(feed)
+        reference = pool.reference(case).infer(feed)
+        check_outputs_compared(case, reference, candidate, (example.height, example.width), example.batch)
+    except Exception as error:  # noqa: BLE001 - UnsupportedShapeError too: the artifact's own size must run
+        probe = _errored("coverage", case, backend, example, error, start)
+        comparisons += probe.comparisons
+        messages.append(probe.message)
+    if not comparisons:
+        comparisons.append(Comparison("coverage", ",".join(case.input_names), Verdict.PASS,
+                                      message=f"the artifact takes what the case declares ({bounds.source})"))
+    result = _result("coverage", case, backend, example, comparisons, start, message="\n".join(messages))
+    if runner is not None:
+        result.accepted = accepted_shapes(runner)
+    return result
 
 
 CHECKS = {"parity": check_parity, "batch": check_batch_consistency, "determinism": check_determinism}

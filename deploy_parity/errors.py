@@ -61,3 +61,23 @@ class BackendUnavailable(HarnessError):
 
 class ModelCaseError(HarnessError):
     """A model case description is inconsistent (caught at registration)."""
+
+
+class UnreadOutputError(ModelCaseError):
+    """A declared output that no comparator reads: it would never be checked.
+
+    Outputs of every kind but "raw" are compared only through the case's to_instances;
+    one it never reads is silently left out of every verdict.
+    """
+
+    def __init__(self, case: str, outputs):
+        self.case = case
+        self.outputs = [(o.name, o.kind) for o in outputs]
+        named = ", ".join(f"'{name}' (kind {kind})" for name, kind in self.outputs)
+        if len(self.outputs) == 1:
+            text = (f"model case {case}: output {named} is declared but nothing compares it: to_instances never "
+                    "reads it; read it there, or declare it kind 'raw' to compare it as a tensor")
+        else:
+            text = (f"model case {case}: outputs {named} are declared but nothing compares them: to_instances "
+                    "never reads them; read them there, or declare them kind 'raw' to compare them as tensors")
+        super().__init__(text)

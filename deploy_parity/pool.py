@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from deploy_parity.backends import Backend, RunnerContext, onnx_for, reference_runner
-from deploy_parity.bounds import ShapeBounds, case_bounds, onnx_graph_bounds
+from deploy_parity.bounds import (ShapeBounds, case_bounds, intersect, onnx_graph_bounds, per_target_bounds,
+                                  with_input_dtypes)
 from deploy_parity.case import DeployTarget, ModelCase
 
 
@@ -44,9 +45,15 @@ class RunnerPool:
         return runner
 
     def bounds(self, case: ModelCase, backend: Backend) -> ShapeBounds:
-        """The shapes this backend's artifact accepts, read from the artifact itself where
-        it can be narrower than the case (a fixed-size or user-supplied graph, an engine
-        profile), so strategies never draw a shape the artifact cannot take."""
+        """The shapes and dtypes this backend's artifact accepts, read from the artifact
+        itself where it can be narrower than the case (a fixed-size or user-supplied graph,
+        an engine profile), so strategies never draw what the artifact cannot take.
+        `deploy_parity.bounds.coverage_gaps` compares this with what the case declares.
+
+        The user's own artifact (onnx_path, engine_path) is one file for every size and
+        dtype, so what it takes is all that can be tested. Artifacts the harness builds
+        are one per deploy target (per dtype signature; per size for a per-size case):
+        one of them stands for its own size and batch range only."""
         if backend.artifact == "torch":
             return case_bounds(case)
         target = case.deploy_target(case.sizes.export_height or case.sizes.min_side,
@@ -54,9 +61,17 @@ class RunnerPool:
         if backend.artifact == "engine":
             runner = self.get(case, backend, target)
             if hasattr(runner, "shape_bounds"):
-                return runner.shape_bounds(case)
-        if case.onnx_path is not None or case.spatial_binding == "fixed":
-            return onnx_graph_bounds(case, onnx_for(case, target, self.context))
+                engine = with_input_dtypes(case, runner.shape_bounds(case), runner.get_input_metadata())
+                if case.engine_path is not None:
+                    return engine
+                engine = per_target_bounds(case, engine)  # built per target from an ONNX graph
+                if case.onnx_path is not None:  # ... the user's, which bounds every engine built from it
+                    return intersect(engine, onnx_graph_bounds(case, case.onnx_path))
+                return engine
+        if case.onnx_path is not None:
+            return onnx_graph_bounds(case, case.onnx_path)
+        if case.spatial_binding == "fixed":
+            return per_target_bounds(case, onnx_graph_bounds(case, onnx_for(case, target, self.context)))
         return case_bounds(case)
 
     def _retire(self, runner):

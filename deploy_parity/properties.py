@@ -79,7 +79,7 @@ class PropertyRun:
             if worst is not None:
                 target(worst, label="worst pixel/abs error")
             target(float(unmatched_instances(result)), label="unmatched instances")
-        if result.verdict in (Verdict.FAIL, Verdict.REFUSED):
+        if result.verdict in (Verdict.ERROR, Verdict.FAIL, Verdict.REFUSED):
             raise ParityFailure(result.summary())
         return result
 

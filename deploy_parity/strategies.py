@@ -74,16 +74,19 @@ def batch_sizes(bounds: ShapeBounds, min_batch: int = 0):
     return st.integers(max(bounds.min_batch, min_batch), bounds.max_batch)
 
 
-def input_dtypes(case):
-    """One dtype per input, from each input's declared accepted dtypes."""
-    return st.tuples(*(st.sampled_from(spec.dtypes) for spec in case.inputs))
+def input_dtypes(case, bounds: ShapeBounds = None):
+    """One dtype per input, from each input's declared dtypes that the artifact takes
+    (a user's graph binds one dtype per input; `bounds.dtypes` says which). What the
+    artifact leaves out fails the coverage test, never a parity property."""
+    options = bounds.input_dtypes(case) if bounds is not None else tuple(tuple(s.dtypes) for s in case.inputs)
+    return st.tuples(*(st.sampled_from(choices) for choices in options))
 
 
 @st.composite
 def parity_examples(draw, case, bounds: ShapeBounds, min_batch: int = 1):
     height, width = draw(image_sizes(bounds))
     batch = draw(batch_sizes(bounds, min_batch))
-    dtypes = draw(input_dtypes(case))
+    dtypes = draw(input_dtypes(case, bounds))
     seed = draw(st.integers(0, 2**16))
     return ParityExample(height, width, batch, tuple(dtypes), seed)
 
@@ -93,14 +96,14 @@ def square_control(case, bounds: ShapeBounds) -> ParityExample:
     side = bounds.fixed_height or case.sizes.export_height or bounds.min_side
     if bounds.fixed_height is not None and bounds.fixed_height != bounds.fixed_width:
         # A fixed rectangular artifact has no square size: its one size is the control.
-        return ParityExample(bounds.fixed_height, bounds.fixed_width, bounds.min_batch, case.default_dtypes(), 0)
-    return ParityExample(side, side, bounds.min_batch, case.default_dtypes(), 0)
+        return ParityExample(bounds.fixed_height, bounds.fixed_width, bounds.min_batch, bounds.default_dtypes(case), 0)
+    return ParityExample(side, side, bounds.min_batch, bounds.default_dtypes(case), 0)
 
 
 def export_size_example(case, bounds: ShapeBounds) -> ParityExample:
     height = bounds.fixed_height or case.sizes.export_height or bounds.min_side
     width = bounds.fixed_width or case.sizes.export_width or bounds.min_side
-    return ParityExample(height, width, bounds.min_batch, case.default_dtypes(), 1)
+    return ParityExample(height, width, bounds.min_batch, bounds.default_dtypes(case), 1)
 
 
 def refusal_examples(case, bounds: ShapeBounds) -> list:
@@ -111,7 +114,7 @@ def refusal_examples(case, bounds: ShapeBounds) -> list:
     fed a larger, a smaller, a transposed or a non-stride size).
     """
     control = export_size_example(case, bounds)
-    dtypes = case.default_dtypes()
+    dtypes = bounds.default_dtypes(case)
     step = max(bounds.multiple_of, 32)
     sizes = []
     if bounds.fixed_height is not None:

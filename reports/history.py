@@ -183,7 +183,7 @@ class HistoryStore:
     def runs(self, limit: int = 50) -> list:
         """The latest runs, newest first, with their case and failure counts."""
         rows = self.connection.execute(
-            "SELECT r.*, COUNT(c.id) AS cases, SUM(c.verdict = 'fail') AS failed_cases"
+            "SELECT r.*, COUNT(c.id) AS cases, SUM(c.verdict IN ('fail', 'error')) AS failed_cases"
             " FROM runs r LEFT JOIN cases c ON c.run_id = r.id GROUP BY r.id ORDER BY r.id DESC LIMIT ?",
             (limit,),
         ).fetchall()

@@ -20,8 +20,8 @@ from reports.overhead import format_overhead
 from reports.regressions import describe_rule
 from reports.summary import VERDICTS
 
-CHECK_ORDER = ("parity", "batch", "determinism", "refusal")
-_SEVERITY = {"fail": 4, "refused": 3, "ambiguous": 2, "vacuous": 1, "pass": 0}
+CHECK_ORDER = ("coverage", "parity", "batch", "determinism", "refusal")
+_SEVERITY = {"error": 5, "fail": 4, "refused": 3, "ambiguous": 2, "vacuous": 1, "pass": 0}
 
 
 @dataclass
@@ -64,7 +64,7 @@ h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; border-botto
 table { border-collapse: collapse; margin: 0.5em 0; } td, th { border: 1px solid #ddd; padding: 2px 6px; }
 th { background: #f4f4f4; text-align: left; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
 .pass { background: #e6f4ea; } .fail { background: #fbe3e4; } .ambiguous { background: #fff4d6; }
-.vacuous { background: #eeeeee; } .refused { background: #e3ecfb; }
+.vacuous { background: #eeeeee; } .refused { background: #e3ecfb; } .error { background: #f6c6c8; }
 .regression { background: #fbe3e4; } code { font-size: 0.85em; word-break: break-all; }
 figure { display: inline-block; margin: 0.5em; vertical-align: top; max-width: 640px; }
 figcaption { font-size: 0.85em; } figure img { max-width: 100%; max-height: 520px; border: 1px solid #ccc; }
@@ -136,8 +136,8 @@ def _matrix_section(page: ReportPage) -> str:
             if row is None:
                 line.append("<td>-</td>")
                 continue
-            worst = max((v for v in VERDICTS if row[v]), key=_SEVERITY.get, default="vacuous")
-            counts = " &middot; ".join(f"{row[v]} {v}" for v in VERDICTS if row[v])
+            worst = max((v for v in VERDICTS if row.get(v)), key=_SEVERITY.get, default="vacuous")
+            counts = " &middot; ".join(f"{row[v]} {v}" for v in VERDICTS if row.get(v))
             line.append(f'<td class="{worst}">{counts}</td>')
         body.append(line)
         classes.append("")
@@ -148,7 +148,7 @@ def _matrix_section(page: ReportPage) -> str:
 
 def _summary_section(page: ReportPage) -> str:
     body = [[_e(r["model"]), _e(r["backend"]), _e(r["precision"]), _e(r["check"]),
-             *(f'<td class="n">{r[k]}</td>' for k in ("cases", *VERDICTS)),
+             *(f'<td class="n">{r.get(k, 0)}</td>' for k in ("cases", *VERDICTS)),
              f"{r['sizes']} ({r['non_square']} non-square)",
              *(f'<td class="n">{_num(r[m])}</td>' for m in ERROR_METRICS)] for r in page.rows]
     return ("<h2 id='summary'>Summary</h2>"
@@ -276,7 +276,8 @@ def _bench_section(page: ReportPage) -> str:
 def render(page: ReportPage) -> str:
     run = page.run
     failing = sum(r["verdict"] == "fail" for r in page.records)
-    title = f"deploy parity: {len(page.records)} cases, {failing} failing"
+    errors = sum(r["verdict"] == "error" for r in page.records)
+    title = f"deploy parity: {len(page.records)} cases, {failing} failing" + (f", {errors} errors" if errors else "")
     regressions = len(page.history.get("regressions") or [])
     banner = f" &middot; <strong>{regressions} metric regression(s)</strong>" if regressions else ""
     nav = " &middot; ".join(f"<a href='#{a}'>{t}</a>" for a, t in (

@@ -7,9 +7,19 @@ from __future__ import annotations
 
 import pytest
 
-from deploy_parity.check import check_refusal
+from deploy_parity.check import check_coverage, check_refusal
 from deploy_parity.compare.verdict import Verdict
 from deploy_parity.strategies import refusal_examples
+
+
+def test_artifact_covers_declared_inputs(model_case, backend, runner_pool, parity_recorder):
+    """First: the artifact takes every size, batch size and dtype the case declares (else
+    the properties below could only test what it takes), and every declared output is
+    compared by something (one reference and one candidate run at the export size)."""
+    result = check_coverage(runner_pool, model_case, backend)
+    parity_recorder.record(result)
+    if result.verdict != Verdict.PASS:
+        pytest.fail(result.message, pytrace=False)
 
 
 def test_parity(parity_property):

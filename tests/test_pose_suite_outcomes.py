@@ -69,7 +69,7 @@ def test_fixed_pose_passes(tmp_path):
     run = run_suite(tmp_path, "--model", "pose-rtmo")
     assert run.returncode == 0, run.output[-3000:]
     records = run.records()
-    assert {r["check"] for r in records} == {"parity", "batch", "determinism", "refusal"}
+    assert {r["check"] for r in records} == {"coverage", "parity", "batch", "determinism", "refusal"}
     checked = [r for r in records if r["check"] != "refusal"]
     assert any(r["height"] != r["width"] for r in checked), "no rectangular size was tested"
     assert any(r["batch"] > 1 for r in checked), "no batch > 1 was tested"
