@@ -20,7 +20,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Optional
 
-from deploy_parity.bounds import coverage_gaps, describe_coverage_gaps
+from deploy_parity.contracts.bounds import coverage_gaps, describe_coverage_gaps
 from deploy_parity.compare.case_outputs import check_outputs_compared, compare_all_tensors, compare_case_outputs
 from deploy_parity.compare.verdict import Comparison, Verdict, combine
 from deploy_parity.errors import HarnessError, UnsupportedShapeError
@@ -250,7 +250,7 @@ def check_coverage(pool, case, backend) -> CaseResult:
     One reference and one candidate inference at the export size (as the artifact takes
     it) show which outputs the case's to_instances reads (UnreadOutputError: ERROR).
     Then the shapes and dtypes the artifact accepts are compared with those the case
-    declares (deploy_parity.bounds.coverage_gaps): an artifact that takes less, say one
+    declares (deploy_parity.contracts.bounds.coverage_gaps): an artifact that takes less, say one
     size of a declared range, batch 1 of a declared 4, float32 of a declared
     float32+uint8, is a FAIL naming both sides and the fix. The properties then draw
     only what the artifact takes, so this is the one place the gap is reported."""

@@ -134,7 +134,7 @@ def _onnxrt_cuda(case, target, context: RunnerContext):
 
 
 def _onnxrt_trt(case, target, context: RunnerContext):
-    from deploy_parity.contract_check import assert_input_contract, onnx_input_metas
+    from deploy_parity.contracts.artifact import assert_input_contract, onnx_input_metas
     from deploy_parity.runners.onnxrt_runner import OnnxRuntimeRunner
     from deploy_parity.trt.profiles import derive_profile
 
@@ -167,7 +167,7 @@ def _trt(precision: str):
     backend = f"trt-{precision}"
 
     def factory(case, target, context: RunnerContext):
-        from deploy_parity.contract_check import assert_input_contract, onnx_input_metas
+        from deploy_parity.contracts.artifact import assert_input_contract, onnx_input_metas
         from deploy_parity.runners.trt_runner import TensorRTRunner, built_engine_source, user_engine_source
         from deploy_parity.trt.profiles import derive_profile
 

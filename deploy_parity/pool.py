@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from deploy_parity.backends import Backend, RunnerContext, onnx_for, reference_runner
-from deploy_parity.bounds import (ShapeBounds, case_bounds, intersect, onnx_graph_bounds, per_target_bounds,
+from deploy_parity.contracts.bounds import (ShapeBounds, case_bounds, intersect, onnx_graph_bounds, per_target_bounds,
                                   with_input_dtypes)
 from deploy_parity.case import DeployTarget, ModelCase
 
@@ -48,7 +48,7 @@ class RunnerPool:
         """The shapes and dtypes this backend's artifact accepts, read from the artifact
         itself where it can be narrower than the case (a fixed-size or user-supplied graph,
         an engine profile), so strategies never draw what the artifact cannot take.
-        `deploy_parity.bounds.coverage_gaps` compares this with what the case declares.
+        `deploy_parity.contracts.bounds.coverage_gaps` compares this with what the case declares.
 
         The user's own artifact (onnx_path, engine_path) is one file for every size and
         dtype, so what it takes is all that can be tested. Artifacts the harness builds

@@ -17,7 +17,7 @@ from hypothesis import example, given, note, target
 from hypothesis.control import currently_in_test_context
 from hypothesis import strategies as st
 
-from deploy_parity.bounds import ShapeBounds
+from deploy_parity.contracts.bounds import ShapeBounds
 from deploy_parity.check import CHECKS, CaseResult
 from deploy_parity.compare.tolerances import lookup
 from deploy_parity.compare.verdict import ERROR_METRICS, Verdict

@@ -58,7 +58,8 @@ class Registry:
     def load_zoo(self, package: str = "models") -> None:
         zoo = importlib.import_module(package)
         for info in pkgutil.iter_modules(zoo.__path__):
-            if not info.name.startswith("_"):
+            # Case modules are plain modules; subpackages (scenes, training) are the zoo's tools.
+            if not info.name.startswith("_") and not info.ispkg:
                 module = importlib.import_module(f"{package}.{info.name}")
                 if hasattr(module, "CASES") or hasattr(module, "CASE"):
                     self.load_module(f"{package}.{info.name}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-from deploy_parity.bounds import ShapeBounds
+from deploy_parity.contracts.bounds import ShapeBounds
 from deploy_parity.errors import HarnessError
 
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from deploy_parity.case import DeployTarget, InputSpec, ModelCase, OutputSpec, SizeSpace
 from deploy_parity.compare.instances import Instances
-from deploy_parity.scenes.feeds import scene_feed
+from models.scenes.feeds import scene_feed
 
 NUM_CLASSES = 3  # person, block, disc; reported as labels 1..3 like the scenes
 NUM_QUERIES = 16

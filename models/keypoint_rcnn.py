@@ -10,7 +10,7 @@ and keypoint_peak_gap (R, 17): how far each keypoint's best heatmap cell beats t
 second best, so a comparator can tell an argmax tie from a decoding error.
 
 * The reference decodes heatmaps exactly as torchvision does in eager mode: a Python
-  loop over ROIs with a bicubic resize to each ROI's size (deploy_parity.decoding).
+  loop over ROIs with a bicubic resize to each ROI's size (models.rcnn_decoding).
 * The deploy module (what gets exported, dynamic H and W) decodes with the loop-free
   exportable form of the same computation; it agrees up to float rounding, and where
   two heatmap cells are within rounding of each other argmax may pick either.
@@ -41,13 +41,13 @@ from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, Keypoi
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 
-from deploy_parity import decoding
+from models import rcnn_decoding as decoding
 from deploy_parity.case import DeployTarget, InputSpec, ModelCase, OutputSpec, SizeSpace
 from deploy_parity.compare.instances import Instances
-from deploy_parity.decoding import clamp_to_image, decode_heatmaps_eager, decode_heatmaps_exportable
+from models.rcnn_decoding import clamp_to_image, decode_heatmaps_eager, decode_heatmaps_exportable
 from deploy_parity.inputs import as_image_dtype
-from deploy_parity.scenes.feeds import sample_seed
-from deploy_parity.scenes.render import random_scene_spec, render_scene
+from models.scenes.feeds import sample_seed
+from models.scenes.render import random_scene_spec, render_scene
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 WEIGHTS = WEIGHTS_DIR / "keypoint_rcnn.pt"

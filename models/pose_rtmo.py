@@ -23,7 +23,7 @@ from torch import nn
 
 from deploy_parity.case import DeployTarget, InputSpec, ModelCase, OutputSpec, SizeSpace
 from deploy_parity.compare.instances import Instances
-from deploy_parity.scenes.feeds import scene_feed
+from models.scenes.feeds import scene_feed
 
 STRIDES = (8, 16, 32)
 NUM_KEYPOINTS = 17

@@ -17,7 +17,7 @@ import textwrap
 
 import pytest
 
-from deploy_parity.bounds import ShapeBounds, case_bounds, coverage_gaps, describe_coverage_gaps
+from deploy_parity.contracts.bounds import ShapeBounds, case_bounds, coverage_gaps, describe_coverage_gaps
 from deploy_parity.backends import BACKENDS
 from deploy_parity.check import CaseResult, recorded
 from deploy_parity.compare.case_outputs import ReadTracking, check_outputs_compared

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from deploy_parity.case import DeployTarget, InputSpec, ModelCase, OutputSpec, SizeSpace
-from deploy_parity.contract_check import (
+from deploy_parity.contracts.artifact import (
     assert_input_contract,
     check_input_contract,
     compare_metas,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deploy_parity.bounds import ShapeBounds, case_bounds
+from deploy_parity.contracts.bounds import ShapeBounds, case_bounds
 from deploy_parity.errors import HarnessError
 from deploy_parity.registry import build_registry
 from deploy_parity.strategies import ParityExample, export_size_example, image_sizes, parity_examples, square_control

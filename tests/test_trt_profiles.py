@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deploy_parity.bounds import ShapeBounds, case_bounds
+from deploy_parity.contracts.bounds import ShapeBounds, case_bounds
 from deploy_parity.case import DeployTarget, InputSpec, ModelCase, OutputSpec, SizeSpace
 from deploy_parity.contracts import DimRange, TensorMeta, check_feed, metas_for_case
 from deploy_parity.errors import HarnessError, UnsupportedShapeError

@@ -16,8 +16,8 @@ import torch
 
 from deploy_parity.compare.boxes import box_iou
 from deploy_parity.inputs import make_feed
-from deploy_parity.scenes.render import LABEL_PERSON, random_scene_spec, render_scene
-from deploy_parity.training.coco_eval import coco_ap
+from models.scenes.render import LABEL_PERSON, random_scene_spec, render_scene
+from models.training.coco_eval import coco_ap
 from models import pose_rtmo
 
 # Held-out scenes: a SeedSequence key of their own, distinct from the training

@@ -15,12 +15,12 @@ import torch
 from torchvision.models.detection.roi_heads import heatmaps_to_keypoints
 
 from deploy_parity.backends import BACKENDS, RunnerContext
-from deploy_parity.bounds import onnx_graph_bounds
+from deploy_parity.contracts.bounds import onnx_graph_bounds
 from deploy_parity.check import candidate_runner, check_parity
 from deploy_parity.compare.case_outputs import compare_case_outputs
 from deploy_parity.compare.tolerances import lookup
 from deploy_parity.compare.verdict import Verdict
-from deploy_parity.decoding import clamp_to_image, decode_heatmaps_eager, decode_heatmaps_exportable
+from models.rcnn_decoding import clamp_to_image, decode_heatmaps_eager, decode_heatmaps_exportable
 from deploy_parity.errors import UnsupportedShapeError
 from deploy_parity.export.onnx_exporter import export_onnx
 from deploy_parity.inputs import make_feed

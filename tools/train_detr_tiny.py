@@ -31,8 +31,8 @@ from torchvision.ops import generalized_box_iou, sigmoid_focal_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy_parity.scenes import random_scene_spec, render_scene  # noqa: E402
-from deploy_parity.training.coco_eval import coco_ap  # noqa: E402
+from models.scenes import random_scene_spec, render_scene  # noqa: E402
+from models.training.coco_eval import coco_ap  # noqa: E402
 from models.detr_tiny import NUM_CLASSES, SEED, WEIGHTS, TinyDETR, box_cxcywh_to_xyxy  # noqa: E402
 
 # Loss and matching-cost weights (Deformable-DETR's): class, L1, GIoU.
@@ -215,7 +215,7 @@ def main(argv=None) -> int:
         "held_out": {
             "scenes_per_size": args.eval_scenes,
             "distribution": "random_scene_spec(min_people=1), seed stream disjoint from training",
-            "metric": "pycocotools bbox AP over all top-K detections (deploy_parity.training.coco_eval.coco_ap)",
+            "metric": "pycocotools bbox AP over all top-K detections (models.training.coco_eval.coco_ap)",
             "results": metrics,
         },
         "versions": {"torch": torch.__version__},

@@ -12,15 +12,18 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from deploy_parity.scenes.skeleton import KEYPOINT_NAMES
-
 from .boxes import Matching, box_area, first_nonfinite, score_limit
 from .instances import Instances
 from .tolerances import ResolvedTolerance
 from .verdict import Comparison, Verdict
 
-# One list of names for the whole project: the scenes' skeleton follows COCO's order.
-COCO_KEYPOINT_NAMES = KEYPOINT_NAMES
+# COCO's 17 person keypoints, in COCO's order (the order COCO-trained heads emit, and
+# the one the zoo's scene skeleton follows).
+COCO_KEYPOINT_NAMES: tuple[str, ...] = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
+    "left_knee", "right_knee", "left_ankle", "right_ankle",
+)
 
 # Per-keypoint falloff of the COCO object keypoint similarity, in COCO_KEYPOINT_NAMES order.
 COCO_SIGMAS = np.array(

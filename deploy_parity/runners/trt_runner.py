@@ -27,8 +27,8 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from deploy_parity.bounds import ShapeBounds
-from deploy_parity.contract_check import compare_metas, raise_for
+from deploy_parity.contracts.bounds import ShapeBounds
+from deploy_parity.contracts.artifact import compare_metas, raise_for
 from deploy_parity.contracts import TensorMeta
 from deploy_parity.errors import ArtifactError, BackendUnavailable, HarnessError
 from deploy_parity.runners.base import Runner

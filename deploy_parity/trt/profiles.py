@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Sequence
 
-from deploy_parity.bounds import ShapeBounds, bounds_from_dims, case_bounds
+from deploy_parity.contracts.bounds import ShapeBounds, bounds_from_dims, case_bounds
 from deploy_parity.case import DeployTarget, ModelCase
 from deploy_parity.contracts import DimRange, TensorMeta
 from deploy_parity.errors import HarnessError

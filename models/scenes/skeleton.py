@@ -8,25 +8,10 @@ right.
 
 from __future__ import annotations
 
-KEYPOINT_NAMES: tuple[str, ...] = (
-    "nose",
-    "left_eye",
-    "right_eye",
-    "left_ear",
-    "right_ear",
-    "left_shoulder",
-    "right_shoulder",
-    "left_elbow",
-    "right_elbow",
-    "left_wrist",
-    "right_wrist",
-    "left_hip",
-    "right_hip",
-    "left_knee",
-    "right_knee",
-    "left_ankle",
-    "right_ankle",
-)
+from deploy_parity.compare.keypoints import COCO_KEYPOINT_NAMES
+
+# One list of names for the whole project: the library's COCO list.
+KEYPOINT_NAMES: tuple[str, ...] = COCO_KEYPOINT_NAMES
 NUM_KEYPOINTS = len(KEYPOINT_NAMES)
 KEYPOINT_INDEX: dict[str, int] = {name: i for i, name in enumerate(KEYPOINT_NAMES)}
 

@@ -83,7 +83,7 @@ def case_bounds(case: ModelCase) -> ShapeBounds:
 def onnx_graph_bounds(case: ModelCase, onnx_path) -> ShapeBounds:
     """Bounds narrowed by what a graph declares: static H/W, a static batch, and the
     element type of each input."""
-    from deploy_parity.contract_check import onnx_input_metas
+    from deploy_parity.contracts.artifact import onnx_input_metas
     from deploy_parity.export.onnx_exporter import check_onnx
 
     check_onnx(onnx_path)

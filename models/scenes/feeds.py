@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from deploy_parity.inputs import as_image_dtype
-from deploy_parity.scenes.render import random_scene_spec, render_scene
+from models.scenes.render import random_scene_spec, render_scene
 
 
 def sample_seed(seed: int, index: int) -> int:

@@ -4,7 +4,7 @@ Used to train the zoo models briefly and to feed the parity suites inputs on whi
 the reference produces real boxes, keypoints and masks.
 """
 
-from deploy_parity.scenes.render import (
+from models.scenes.render import (
     BACKGROUND_KINDS,
     CLASS_NAMES,
     LABEL_BACKGROUND,
@@ -25,7 +25,7 @@ from deploy_parity.scenes.render import (
     render_batch,
     render_scene,
 )
-from deploy_parity.scenes.skeleton import (
+from models.scenes.skeleton import (
     FLIP_INDEX,
     FLIP_PAIRS,
     KEYPOINT_INDEX,
