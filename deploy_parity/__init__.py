@@ -1,9 +1,28 @@
-"""deploy_parity: does an exported vision model still give the same answers?
+"""deploy_parity: does the exported model still give the reference PyTorch answers?
 
-The package holds everything the suites use: model cases and their registry,
-exporters, runners (one per backend), comparators, Hypothesis strategies and
-settings profiles. Heavy optional backends (CUDA, TensorRT) are imported lazily so
-that importing this package never needs a GPU.
+The public front. A user's cases module needs only these names:
+
+    from deploy_parity import ModelCase, InputSpec, SizeSpace, adapters
+
+Importing it loads no torch, ONNX Runtime or TensorRT; backends import theirs when used.
 """
 
 __version__ = "0.1.0"
+
+from deploy_parity import adapters
+from deploy_parity.case import DeployTarget, InputSpec, Judging, ModelCase, OutputSpec, SizeSpace, ZooEntry
+from deploy_parity.compare.instances import Instances
+from deploy_parity.compare.tolerances import Tolerance
+
+__all__ = [
+    "DeployTarget",
+    "InputSpec",
+    "Instances",
+    "Judging",
+    "ModelCase",
+    "OutputSpec",
+    "SizeSpace",
+    "Tolerance",
+    "ZooEntry",
+    "adapters",
+]

@@ -59,6 +59,7 @@ def _torch_cpu(case, target, context):
         lambda: case.build_deploy(target),
         metas_for_case(case, target),
         case.output_names,
+        named_outputs=case.named_outputs,
     )
 
 
@@ -117,4 +118,5 @@ def reference_runner(case: ModelCase):
     metas = metas_for_case(case, DeployTarget(None, None, case.default_dtypes()))
     # The eager model takes every dtype the case declares, at any accepted size.
     metas = {spec.name: TensorMeta(spec.name, tuple(spec.dtypes), metas[spec.name].shape) for spec in case.inputs}
-    return TorchRunner(f"{case.name}/reference", case.build_reference, metas, case.output_names, backend="reference")
+    return TorchRunner(f"{case.name}/reference", case.build_reference, metas, case.output_names, backend="reference",
+                       named_outputs=case.named_outputs)

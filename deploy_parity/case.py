@@ -111,35 +111,83 @@ class DeployTarget:
         return f"{size}-{'-'.join(self.dtypes)}"
 
 
-@dataclass
-class ModelCase:
-    """One model under test. See models/pose_rtmo.py for a complete example."""
+@dataclass(frozen=True)
+class Judging:
+    """How a case's outputs are judged, beyond the tolerance table. Most cases need none
+    of it: an adapter supplies the score threshold and top-k of its own format.
 
-    name: str
-    description: str
-    build_reference: Callable[[], "object"]  # -> torch.nn.Module in eval mode (eager)
-    build_deploy: Callable[[DeployTarget], "object"]  # -> the torch.nn.Module to export
-    inputs: Sequence[InputSpec]
-    outputs: Sequence[OutputSpec]
-    sizes: SizeSpace
-    # (outputs of one batch, sample index, image (height, width)) -> Instances
-    to_instances: Callable
-    max_batch: int = 1
-    spatial_binding: str = "dynamic"
+    score_threshold: the model's own confidence cut; instances within the ambiguity
+        margin of it may appear on one side only (AMBIGUOUS), and a top-k output with no
+        reference instance above it is VACUOUS.
+    topk: the fixed number of instances per image, when the model keeps top-k.
+    keypoint_sigmas: OKS falloff per keypoint (None: COCO's for 17 keypoints).
+    index_wise_keypoints: keypoints are paired by position, not through box matching.
+    tolerance_overrides: rows replacing fields of the tolerance table for this case,
+        keyed like deploy_parity.compare.tolerances.TOLERANCES ((kind, backend,
+        precision), "*" for any) or by kind alone, each a Tolerance with its reason:
+        {"keypoints": Tolerance({"pixel": 0.05}, "bicubic heatmap resize differs by ...")}
+    """
+
     score_threshold: Optional[float] = None
-    topk: Optional[int] = None  # fixed number of instances per image, if the model keeps top-k
+    topk: Optional[int] = None
     keypoint_sigmas: Optional[np.ndarray] = None
     index_wise_keypoints: bool = False
-    # Already-exported artifacts a user brings; loaded instead of exporting.
+    tolerance_overrides: Mapping = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """Bookkeeping of the built-in zoo; a user's case needs none of it.
+
+    default: part of the default run (broken variants and slow cases are not).
+    source_files: files, besides the deploy module's own source, whose content keys the
+        export cache (a decoder the module imports).
+    """
+
+    default: bool = True
+    source_files: Sequence[str] = ()
+
+
+@dataclass
+class ModelCase:
+    """One model under test: a name, the reference, what gets deployed, its inputs, the
+    sizes it takes, and how to read its outputs.
+
+    Required: name, build_reference, inputs, sizes, and either `adapter` (a declared
+    output format: deploy_parity.adapters) or `outputs` + `to_instances`.
+
+    build_reference: () -> torch.nn.Module in eval mode, the eager reference.
+    build_deploy: (DeployTarget) -> the torch.nn.Module that gets exported; default: the
+        reference itself. Not needed when you bring your own `onnx_path`.
+    onnx_path / engine_path: your own exported artifacts, loaded instead of exporting.
+    inputs: declared once; feeds are built from them (images: float32 in [0, 1] or
+        uint8 in [0, 255], NCHW, RGB; see deploy_parity/inputs.py), or by `make_feed`.
+    max_batch: the largest batch the case declares; artifacts must take it.
+    spatial_binding: "dynamic" (one graph, any size in `sizes`), "per-size" (one export
+        per size) or "fixed" (the export size only).
+    make_feed: (height, width, batch, seed, dtypes) -> {input name: array}, replacing
+        seeded noise (e.g. rendered scenes, so a detector has something to find).
+    judging: a Judging, when the adapter's defaults are not right.
+    zoo: ZooEntry, for the built-in zoo only.
+    """
+
+    name: str
+    build_reference: Callable[[], "object"]
+    inputs: Sequence[InputSpec]
+    sizes: SizeSpace
+    adapter: Optional[object] = None
+    outputs: Optional[Sequence[OutputSpec]] = None
+    # (outputs of one batch, sample index, image (height, width)) -> Instances
+    to_instances: Optional[Callable] = None
+    build_deploy: Optional[Callable[[DeployTarget], "object"]] = None
     onnx_path: Optional[Path] = None
     engine_path: Optional[Path] = None
-    tolerance_overrides: Mapping = field(default_factory=dict)
-    default: bool = True  # part of the default run (broken variants are not)
-    bug_class: Optional[int] = None
-    broken_variant_of: Optional[str] = None
-    # (height, width, batch, seed, dtypes) -> dict of numpy inputs; default: seeded noise
+    description: str = ""
+    max_batch: int = 1
+    spatial_binding: str = "dynamic"
     make_feed: Optional[Callable] = None
-    source_files: Sequence[str] = ()  # extra files whose content keys the export cache
+    judging: Judging = field(default_factory=Judging)
+    zoo: ZooEntry = field(default_factory=ZooEntry)
 
     def __post_init__(self):
         if self.spatial_binding not in SPATIAL_BINDINGS:
@@ -153,8 +201,80 @@ class ModelCase:
             raise ModelCaseError(f"{self.name}: duplicate input names {names}")
         if not any(i.role == "image" for i in self.inputs):
             raise ModelCaseError(f"{self.name}: needs one input with role 'image'")
+        if self.adapter is not None:
+            if self.outputs is None:
+                self.outputs = tuple(self.adapter.outputs)
+            if self.to_instances is None:
+                self.to_instances = self.adapter.to_instances
+        if not self.outputs or self.to_instances is None:
+            raise ModelCaseError(f"{self.name}: declare an adapter (deploy_parity.adapters), or outputs and "
+                                 "to_instances")
+        outputs = [o.name for o in self.outputs]
+        duplicates = sorted({n for n in outputs if outputs.count(n) > 1})
+        if duplicates:
+            raise ModelCaseError(f"{self.name}: output names {duplicates} declared more than once")
+        if self.build_deploy is None:
+            build = self.build_reference
+            self.build_deploy = lambda target: build()
         self.onnx_path = Path(self.onnx_path) if self.onnx_path else None
         self.engine_path = Path(self.engine_path) if self.engine_path else None
+
+    # ---- what the harness reads (judging knobs fall back to the adapter's) ----
+
+    @property
+    def score_threshold(self) -> Optional[float]:
+        if self.judging.score_threshold is not None:
+            return self.judging.score_threshold
+        return getattr(self.adapter, "score_threshold", None)
+
+    @property
+    def topk(self) -> Optional[int]:
+        if self.judging.topk is not None:
+            return self.judging.topk
+        return getattr(self.adapter, "topk", None)
+
+    @property
+    def keypoint_sigmas(self):
+        return self.judging.keypoint_sigmas
+
+    @property
+    def index_wise_keypoints(self) -> bool:
+        return self.judging.index_wise_keypoints
+
+    @property
+    def tolerance_overrides(self) -> Mapping:
+        return self.judging.tolerance_overrides
+
+    @property
+    def default(self) -> bool:
+        return self.zoo.default
+
+    @property
+    def source_files(self) -> Sequence[str]:
+        return self.zoo.source_files
+
+    def named_outputs(self, result) -> dict:
+        """A torch module's result as {output name: tensor}: through the adapter, which
+        knows its format's nesting (a list of per-image dicts, a (prediction, features)
+        tuple), else by name for a dict and by position for a tensor or tuple."""
+        if self.adapter is not None and hasattr(self.adapter, "named_outputs"):
+            return dict(self.adapter.named_outputs(result))
+        import torch
+
+        if isinstance(result, torch.Tensor):
+            result = (result,)
+        if isinstance(result, dict):
+            missing = [n for n in self.output_names if n not in result]
+            if missing:
+                raise ModelCaseError(f"{self.name}: the module returned a dict without {missing}; it has "
+                                     f"{sorted(result)}")
+            return {n: result[n] for n in self.output_names}
+        result = tuple(result)
+        if len(result) != len(self.output_names):
+            raise ModelCaseError(f"{self.name}: the module returned {len(result)} outputs, the case declares "
+                                 f"{len(self.output_names)} ({self.output_names}); declare an adapter for nested "
+                                 "outputs")
+        return dict(zip(self.output_names, result))
 
     @property
     def input_names(self) -> list:

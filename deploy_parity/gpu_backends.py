@@ -111,6 +111,7 @@ def _torch_cuda(mode: str, backend: str):
             case.output_names,
             mode=mode,
             backend=backend,
+            named_outputs=case.named_outputs,
         )
 
     return factory

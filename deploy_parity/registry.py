@@ -50,7 +50,7 @@ class Registry:
         cases = getattr(module, "CASES", None)
         if cases is None and hasattr(module, "CASE"):
             cases = [module.CASE]
-        if not cases:
+        if cases is None:
             raise ModelCaseError(f"model module {spec} defines no CASES (a list of ModelCase)")
         for case in cases:
             self.register(case, origin=spec)
@@ -89,7 +89,18 @@ class Registry:
 
 
 def build_registry(user_modules: Iterable[str] = (), zoo: str = "models") -> Registry:
+    """The user's modules when any are given (option or PARITY_MODEL_MODULES), else the zoo.
+
+    A user's run never imports the zoo: its imports (torchvision, Ultralytics) change how
+    other libraries behave (Ultralytics picks torchvision's NMS when it is importable),
+    and its cases would run beside the user's. Name the zoo as a module to get both:
+    --model-module models.pose_rtmo.
+    """
     registry = Registry()
-    registry.load_zoo(zoo)
-    registry.load_user_modules(user_modules)
+    user_modules = list(user_modules)
+    from_env = [s for s in os.environ.get(ENV_VAR, "").split(",") if s.strip()]
+    if user_modules or from_env:
+        registry.load_user_modules(user_modules)
+    else:
+        registry.load_zoo(zoo)
     return registry

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from deploy_parity.case import DeployTarget, InputSpec, ModelCase, OutputSpec, SizeSpace
+from deploy_parity.case import DeployTarget, InputSpec, Judging, ModelCase, OutputSpec, SizeSpace, ZooEntry
 from deploy_parity.compare.instances import Instances
 from models.scenes.feeds import scene_feed
 
@@ -299,9 +299,7 @@ CASE = ModelCase(
     to_instances=to_instances,
     max_batch=4,
     spatial_binding="dynamic",
-    score_threshold=SCORE_THRESHOLD,
-    topk=TOPK,
-    bug_class=2,
+    judging=Judging(score_threshold=SCORE_THRESHOLD, topk=TOPK),
     make_feed=scene_feed((IMAGES, SIZES), min_people=1),
 )
 
@@ -317,8 +315,7 @@ BROKEN = replace(
     build_deploy=deploy_builder(int32_binding=True),
     inputs=(IMAGES, BROKEN_SIZES),
     make_feed=scene_feed((IMAGES, BROKEN_SIZES), min_people=1),
-    default=False,
-    broken_variant_of="detr-tiny",
+    zoo=ZooEntry(default=False),
 )
 
 CASES = [CASE, BROKEN]

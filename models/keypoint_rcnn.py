@@ -42,7 +42,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 
 from models import rcnn_decoding as decoding
-from deploy_parity.case import DeployTarget, InputSpec, ModelCase, OutputSpec, SizeSpace
+from deploy_parity.case import DeployTarget, InputSpec, Judging, ModelCase, OutputSpec, SizeSpace, ZooEntry
 from deploy_parity.compare.instances import Instances
 from models.rcnn_decoding import clamp_to_image, decode_heatmaps_eager, decode_heatmaps_exportable
 from deploy_parity.inputs import as_image_dtype
@@ -277,11 +277,9 @@ CASE = ModelCase(
     to_instances=to_instances,
     max_batch=1,  # torchvision detection export takes one image
     spatial_binding="dynamic",
-    score_threshold=SCORE_THRESHOLD,
-    topk=DETECTIONS_PER_IMAGE,
-    bug_class=4,
+    judging=Judging(score_threshold=SCORE_THRESHOLD, topk=DETECTIONS_PER_IMAGE),
     make_feed=rcnn_scene_feed(INPUTS),
-    source_files=(decoding.__file__,),  # the decoder is functions, not modules: hash its file too
+    zoo=ZooEntry(source_files=(decoding.__file__,)),  # the decoder is functions, not modules: hash its file too
 )
 
 BROKEN = replace(
@@ -289,8 +287,7 @@ BROKEN = replace(
     name="keypoint-rcnn-broken",
     description="keypoint-rcnn whose exported decoder clips keypoints to the image size in (width, height) order",
     build_deploy=deploy_builder(clip_size_order="wh"),
-    default=False,
-    broken_variant_of="keypoint-rcnn",
+    zoo=ZooEntry(default=False),
 )
 
 CASES = [CASE, BROKEN]

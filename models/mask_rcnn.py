@@ -30,7 +30,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 
-from deploy_parity.case import DeployTarget, InputSpec, ModelCase, OutputSpec
+from deploy_parity.case import DeployTarget, InputSpec, Judging, ModelCase, OutputSpec, ZooEntry
 from deploy_parity.compare.instances import Instances
 from models.keypoint_rcnn import (
     BACKBONE_CHANNELS,
@@ -155,9 +155,7 @@ CASE = ModelCase(
     to_instances=to_instances,
     max_batch=1,  # torchvision detection export takes one image
     spatial_binding="dynamic",
-    score_threshold=SCORE_THRESHOLD,
-    topk=DETECTIONS_PER_IMAGE,
-    bug_class=5,
+    judging=Judging(score_threshold=SCORE_THRESHOLD, topk=DETECTIONS_PER_IMAGE),
     make_feed=rcnn_scene_feed(INPUTS),
 )
 
@@ -175,8 +173,7 @@ BROKEN = replace(
     description=f"mask-rcnn whose deploy module takes its image size from the export config "
                 f"({EXPORT_SIZE[0]}x{EXPORT_SIZE[1]}) while the graph claims dynamic H and W",
     build_deploy=deploy_builder(configured_image_size=EXPORT_SIZE),
-    default=False,
-    broken_variant_of="mask-rcnn",
+    zoo=ZooEntry(default=False),
 )
 
 CASES = [CASE, FIXED, BROKEN]

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from deploy_parity.case import DeployTarget, InputSpec, ModelCase, OutputSpec, SizeSpace
+from deploy_parity.adapters import MMDeployDetections
+from deploy_parity.case import DeployTarget, InputSpec, ModelCase, SizeSpace, ZooEntry
 from deploy_parity.compare.instances import Instances
 from models.scenes.feeds import scene_feed
 
@@ -188,11 +189,6 @@ def deploy_builder(transposed_prior_bug: bool = False, batch_gather_bug: bool = 
     return build_deploy
 
 
-def to_instances(outputs: dict, index: int, image_size) -> Instances:
-    dets = outputs["dets"][index]
-    return Instances(boxes=dets[:, :4], scores=dets[:, 4], keypoints=outputs["keypoints"][index], image_size=image_size)
-
-
 INPUTS = (InputSpec("images", "image", ("float32", "uint8")),)
 
 CASE = ModelCase(
@@ -201,25 +197,18 @@ CASE = ModelCase(
     build_reference=build_reference,
     build_deploy=deploy_builder(transposed_prior_bug=False),
     inputs=INPUTS,
-    outputs=(
-        OutputSpec("dets", "boxes", "(B, K, 5) x1 y1 x2 y2 score"),
-        OutputSpec("keypoints", "keypoints", "(B, K, 17, 3) x y score"),
-    ),
-    # Deploy priors are computed with integer division by 32: only multiples of 32 work.
-    sizes=SizeSpace(min_side=64, max_side=320, multiple_of=32, max_aspect=4.0, export_height=192, export_width=192),
-    to_instances=to_instances,
-    max_batch=4,
-    spatial_binding="per-size",
-    topk=TOPK,
     # A trained person's best priors score ~0.9-1.0 (tests/test_zoo_pose.py); background
     # priors filling the rest of the top-k score far below 0.5. Those are not detections,
     # so one appearing on one side only is no evidence of anything.
-    score_threshold=0.5,
+    adapter=MMDeployDetections(dets="dets", keypoints="keypoints", score_threshold=0.5, topk=TOPK),
+    # Deploy priors are computed with integer division by 32: only multiples of 32 work.
+    sizes=SizeSpace(min_side=64, max_side=320, multiple_of=32, max_aspect=4.0, export_height=192, export_width=192),
+    max_batch=4,
+    spatial_binding="per-size",
     # Scenes with 1-3 people rather than noise: the trained reference then reports real
     # people, and parity is judged on keypoints that mean something. The broken
     # variants inherit this feed through dataclasses.replace.
     make_feed=scene_feed(INPUTS, min_people=1, max_people=3),
-    bug_class=1,
 )
 
 BROKEN = replace(
@@ -227,8 +216,7 @@ BROKEN = replace(
     name="pose-rtmo-broken",
     description="pose-rtmo with the transposed deploy prior grid (W/s, H/s)",
     build_deploy=deploy_builder(transposed_prior_bug=True),
-    default=False,
-    broken_variant_of="pose-rtmo",
+    zoo=ZooEntry(default=False),
 )
 
 BATCH_BROKEN = replace(
@@ -236,9 +224,7 @@ BATCH_BROKEN = replace(
     name="pose-rtmo-batch-broken",
     description="pose-rtmo whose deploy gather forgets the batch index (bug class 3)",
     build_deploy=deploy_builder(batch_gather_bug=True),
-    default=False,
-    bug_class=3,
-    broken_variant_of="pose-rtmo",
+    zoo=ZooEntry(default=False),
 )
 
 CASES = [CASE, BROKEN, BATCH_BROKEN]

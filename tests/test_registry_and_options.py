@@ -45,7 +45,9 @@ USER_MODULE = """
 from dataclasses import replace
 from models.pose_rtmo import CASE
 
-CASES = [replace(CASE, name="my-pose", description="a user's own case", default=False)]
+from deploy_parity import ZooEntry
+
+CASES = [replace(CASE, name="my-pose", description="a user's own case", zoo=ZooEntry(default=False))]
 """
 
 

@@ -24,7 +24,7 @@ USER_CASES = '''
 import torch
 from torch import nn
 
-from deploy_parity.case import InputSpec, ModelCase, OutputSpec, SizeSpace
+from deploy_parity.case import InputSpec, Judging, ModelCase, OutputSpec, SizeSpace
 from deploy_parity.compare.instances import Instances
 
 
@@ -65,7 +65,7 @@ def case(name, onnx_path):
         sizes=SizeSpace(min_side=240, max_side=320, export_height=256, export_width=256),
         to_instances=to_instances,
         max_batch=2,
-        score_threshold=0.2,
+        judging=Judging(score_threshold=0.2),
         onnx_path=onnx_path,
     )
 

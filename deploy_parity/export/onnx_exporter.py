@@ -118,8 +118,29 @@ def export_onnx(
     return path
 
 
+def _flat_outputs_module(case, module):
+    """The deploy module with its outputs flattened to the case's output names, in order:
+    what the exporter sees. A module returning a tensor, tuple or dict already in that
+    order is exported as it is; nested results (torchvision's list of per-image dicts,
+    Ultralytics' (prediction, features) tuple) go through the case's adapter."""
+    import torch
+
+    class NamedOutputs(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args):
+            named = case.named_outputs(self.inner(*args))
+            return tuple(named[name] for name in case.output_names)
+
+    return NamedOutputs(module) if case.adapter is not None else module
+
+
 def _export(case, target, options, module, path: Path) -> None:
     import torch
+
+    module = _flat_outputs_module(case, module)
 
     sizes = case.sizes
     # Sample at a size other than any special one so shape logic is traced, not folded.

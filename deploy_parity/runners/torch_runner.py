@@ -10,14 +10,20 @@ from deploy_parity.contracts import TensorMeta
 from deploy_parity.runners.base import Runner
 
 
-def module_outputs(result, output_names: Sequence[str], widen: tuple = ()) -> dict:
-    """A module's result (tensor, tuple or dict) as {output name: numpy array}.
+def module_outputs(result, output_names: Sequence[str], widen: tuple = (), named: Callable = None) -> dict:
+    """A module's result as {output name: numpy array}.
 
+    named: the case's ModelCase.named_outputs (an adapter's reading of nested results);
+    without it a dict is read by name and a tensor or tuple by position.
     Tensors whose dtype is in `widen` come back as float32 (exact for fp16/bf16; numpy
     has no bfloat16); every other dtype comes back as the module produced it.
     """
     import torch
 
+    if named is not None:
+        tensors = named(result)
+        return {name: (tensors[name].float() if tensors[name].dtype in widen else tensors[name]).detach().cpu().numpy()
+                for name in output_names}
     if isinstance(result, torch.Tensor):
         result = (result,)
     if isinstance(result, dict):
@@ -45,9 +51,11 @@ class TorchRunner(Runner):
         backend: str = "torch-cpu",
         precision: str = "fp32",
         device: str = "cpu",
+        named_outputs: Callable = None,
     ):
         super().__init__(name, backend, precision, output_names)
         self._build_module = build_module
+        self._named_outputs = named_outputs
         self._metas = dict(metas)
         self.device = device
         self.module = None
@@ -67,7 +75,7 @@ class TorchRunner(Runner):
         args = [torch.from_numpy(np.ascontiguousarray(feed[name])).to(self.device) for name in self._metas]
         with torch.inference_mode():
             result = self.module(*args)
-        return module_outputs(result, self.output_names, widen=(torch.bfloat16,))
+        return module_outputs(result, self.output_names, widen=(torch.bfloat16,), named=self._named_outputs)
 
     def deactivate_impl(self):
         self.module = None
