@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -44,15 +45,37 @@ CPU_ONLY_TORCH = "this torch is a CPU-only build (torch.version.cuda is None): i
 @contextlib.contextmanager
 def ieee_fp32(torch):
     """Full-precision fp32 convolutions and matmuls for the duration (restored after)."""
-    conv = getattr(torch.backends.cudnn, "conv", None)
+    cudnn = torch.backends.cudnn
+    conv = getattr(cudnn, "conv", None)
     if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9 API
-        matmul = torch.backends.cuda.matmul
-        saved = (conv.fp32_precision, matmul.fp32_precision)
-        conv.fp32_precision, matmul.fp32_precision = "ieee", "ieee"
+        # Setting conv alone to "ieee" leaves cuDNN's legacy flag (allow_tf32, still True)
+        # disagreeing with it, and from then on any read of torch.backends.cudnn.allow_tf32
+        # (torch.backends.cudnn.flags(), inductor, user code inside forward()) raises
+        # "you have used a mix of the legacy and new APIs". So: legacy flag off first (it
+        # resets conv/rnn), then conv, rnn and matmul to "ieee" explicitly; legacy reads
+        # inside then say False. Restored in reverse order.
+        handles = [h for h in (conv, getattr(cudnn, "rnn", None), torch.backends.cuda.matmul)
+                   if h is not None and hasattr(h, "fp32_precision")]
+        saved = [h.fp32_precision for h in handles]
         try:
+            saved_legacy = bool(cudnn.allow_tf32)
+        except RuntimeError:  # already mixed by someone else: leave the legacy flag alone
+            saved_legacy = None
+        try:
+            with warnings.catch_warnings():  # the legacy setter may warn that it is deprecated
+                warnings.simplefilter("ignore")
+                if saved_legacy is not None:
+                    cudnn.allow_tf32 = False
+                for handle in handles:
+                    handle.fp32_precision = "ieee"
             yield
         finally:
-            conv.fp32_precision, matmul.fp32_precision = saved
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if saved_legacy is not None:
+                    cudnn.allow_tf32 = saved_legacy
+                for handle, value in zip(handles, saved):
+                    handle.fp32_precision = value
     else:
         saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
@@ -86,6 +109,7 @@ class TorchCudaRunner(Runner):
         mode: str = "fp32",
         backend: str = "",
         device: str = "cuda",
+        named_outputs: Callable = None,
     ):
         if mode not in MODES:
             raise HarnessError(f"unknown torch CUDA mode {mode!r}; known {sorted(MODES)}")
@@ -93,6 +117,7 @@ class TorchCudaRunner(Runner):
         self.mode = mode
         self.device_name = device
         self._build_module = build_module
+        self._named_outputs = named_outputs
         self._metas = dict(metas)
         self.module = None
         self.device_seconds = 0.0
@@ -150,7 +175,8 @@ class TorchCudaRunner(Runner):
         if self.first_call_seconds is None:
             self.first_call_seconds = seconds
         # Half outputs widen to float32: exact, and the comparators then read one dtype.
-        return module_outputs(result, self.output_names, widen=(torch.float16, torch.bfloat16))
+        return module_outputs(result, self.output_names, widen=(torch.float16, torch.bfloat16),
+                              named=self._named_outputs)
 
     def deactivate_impl(self):
         self.module = None
