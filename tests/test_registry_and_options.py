@@ -69,3 +69,25 @@ def test_module_without_cases_is_refused(tmp_path):
     empty.write_text("X = 1\n")
     with pytest.raises(ModelCaseError, match="defines no CASES"):
         build_registry([str(empty)])
+
+
+def test_model_module_alone_collects_no_zoo_case_and_imports_no_zoo(tmp_path):
+    empty = tmp_path / "no_cases_yet.py"
+    empty.write_text("CASES = []\n")
+    probe = tmp_path / "conftest_probe.py"
+    # The zoo imports torchvision; a user's run must not (Ultralytics would switch to
+    # torchvision's NMS inside pytest). Record what got imported at the end of collection.
+    probe.write_text(textwrap.dedent("""
+        import sys
+
+        def pytest_unconfigure(config):  # runs after the usage error, so it sees every import
+            zoo = sorted(m for m in sys.modules if m == "models" or m.startswith("models."))
+            print("ZOO MODULES:", zoo, "TORCHVISION:", "torchvision" in sys.modules)
+    """))
+    done = subprocess.run([sys.executable, "-m", "pytest", "suites", "-p", "no:cacheprovider", "-p", "conftest_probe",
+                           "--model-module", str(empty), "--collect-only", "-q"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)})
+    assert "ZOO MODULES: [] TORCHVISION: False" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 4, done.stdout + done.stderr  # a usage error, not a quiet "no tests" (5)
+    assert f"no model case to run: {empty} defines none in its default run" in done.stderr
