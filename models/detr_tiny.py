@@ -189,7 +189,10 @@ class TinyDETR(nn.Module):
 
     @staticmethod
     def normalise(images: torch.Tensor) -> torch.Tensor:
-        return (images.float() - 0.45) / 0.25
+        # In the images' own float dtype: float16 under torch-cuda-fp16 (.float() here made
+        # float32 activations meet float16 weights).
+        images = images if images.is_floating_point() else images.float()
+        return (images - 0.45) / 0.25
 
     def per_layer_predictions(self, images: torch.Tensor) -> list:
         """[(class logits (B, Q, C), boxes cxcywh normalised (B, Q, 4))] after every decoder

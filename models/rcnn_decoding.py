@@ -30,8 +30,10 @@ CUBIC_A = -0.75
 
 # The value given to cells that do not exist (outside an ROI's own size, or the
 # runner-up of a one-cell map), so they never win argmax and make the peak gap huge
-# but finite (reports write JSON; inf is not JSON).
-NO_CELL = torch.finfo(torch.float32).min
+# but finite (reports write JSON; inf is not JSON). Taken from the maps' own dtype:
+# float32's minimum does not fit in float16 (torch-cuda-fp16 / autocast runs).
+def no_cell(like: torch.Tensor) -> float:
+    return torch.finfo(like.dtype).min
 
 
 def roi_sizes(rois: torch.Tensor):
@@ -45,7 +47,8 @@ def roi_sizes(rois: torch.Tensor):
 def peak_gap(flat_maps: torch.Tensor) -> torch.Tensor:
     """Best minus second-best value along the last axis; huge when there is no second."""
     if flat_maps.shape[-1] < 2:
-        return flat_maps[..., 0] - NO_CELL
+        # A huge finite gap in the maps' own dtype (best - min would overflow float16).
+        return torch.full_like(flat_maps[..., 0], torch.finfo(flat_maps.dtype).max)
     top2 = flat_maps.topk(2, dim=-1).values
     return top2[..., 0] - top2[..., 1]
 
@@ -133,7 +136,7 @@ def decode_heatmaps_exportable(maps: torch.Tensor, rois: torch.Tensor):
     row_inside = torch.arange(row_extent, dtype=maps.dtype, device=maps.device)[None, :] < out_rows[:, None]
     col_inside = torch.arange(col_extent, dtype=maps.dtype, device=maps.device)[None, :] < out_cols[:, None]
     inside = row_inside[:, None, :, None] & col_inside[:, None, None, :]  # (R, 1, S_r, S_c)
-    roi_maps = torch.where(inside, roi_maps, torch.full_like(roi_maps, NO_CELL))
+    roi_maps = torch.where(inside, roi_maps, torch.full_like(roi_maps, no_cell(roi_maps)))
     # (R, K, S_r * S_c), row-major as in the eager form. An explicit shape, not -1:
     # ONNX Runtime cannot infer a -1 next to a zero-sized axis (zero detections).
     flat = roi_maps.reshape(num_rois, num_keypoints, row_extent * col_extent)

@@ -101,7 +101,7 @@ def test_importing_the_gpu_modules_imports_no_tensorrt():
         import deploy_parity.gpu_backends
         import deploy_parity.runners.trt_runner
         import deploy_parity.runners.torch_cuda_runner
-        import deploy_parity.trt.engine_cache, deploy_parity.trt.profiles, deploy_parity.contract_check
+        import deploy_parity.trt.engine_cache, deploy_parity.trt.profiles, deploy_parity.contracts.artifact
         loaded = sorted(m for m in ("tensorrt", "polygraphy") if m in sys.modules)
         assert not loaded, f"imported at import time: {loaded}"
         # Asking every backend whether it can run looks for TensorRT without importing it.
