@@ -200,7 +200,8 @@ class TinyDETR(nn.Module):
         features = self.backbone(self.normalise(images))
         memory = features.flatten(2).transpose(1, 2)  # (B, h*w, D)
         centres = token_centres(features)
-        memory_pos = sine_position_encoding(centres, memory.shape[-1])
+        # Computed in float32, then in the activations' dtype (float16 under torch-cuda-fp16).
+        memory_pos = sine_position_encoding(centres, memory.shape[-1]).to(memory.dtype)
         batch = features.shape[0]
         query_pos = self.anchor_embed(torch.sigmoid(self.anchor_logits)).unsqueeze(0)  # (1, Q, D)
         hidden = self.query_content.unsqueeze(0).expand(batch, -1, -1)

@@ -129,8 +129,10 @@ def decode_heatmaps_exportable(maps: torch.Tensor, rois: torch.Tensor):
     # At least two cells, so the runner-up exists (a masked one for a one-cell map, as
     # in the eager form) and zero ROIs still give a valid, empty grid.
     row_extent, col_extent = _grid_extent(out_rows, 1.0), _grid_extent(out_cols, 2.0)
-    row_weights = bicubic_resize_weights(out_rows, map_height, row_extent)  # (R, S_r, M)
-    col_weights = bicubic_resize_weights(out_cols, map_width, col_extent)  # (R, S_c, M)
+    # In the maps' dtype: the weights come out float32, the maps are float16 under
+    # torch-cuda-fp16 (matmul refuses the mix; seen on an H200).
+    row_weights = bicubic_resize_weights(out_rows, map_height, row_extent).to(maps.dtype)  # (R, S_r, M)
+    col_weights = bicubic_resize_weights(out_cols, map_width, col_extent).to(maps.dtype)  # (R, S_c, M)
     # (R, 1, S_r, M) @ (R, K, M, M) @ (R, 1, M, S_c) -> (R, K, S_r, S_c)
     roi_maps = row_weights[:, None] @ maps @ col_weights.transpose(1, 2)[:, None]
     row_inside = torch.arange(row_extent, dtype=maps.dtype, device=maps.device)[None, :] < out_rows[:, None]

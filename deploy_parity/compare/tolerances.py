@@ -119,8 +119,9 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
     # (scores) on matched instances; GPU kernels may accumulate in fp16, so about 10x.
     # Instances at the top-k cut are selected differently when scores tie within that
     # error: the ambiguity margin must be at least score_abs + score_rtol (scores <= 1).
-    # fp16 holds 11 significant bits: a logit score of magnitude s rounds by s*4.9e-4, so
-    # score_rtol is ~4 units of roundoff. Coordinates round to fp16's spacing (0.25 px at
+    # fp16 holds 11 significant bits: a logit score of magnitude s rounds by s*4.9e-4 per
+    # op; measured on an H200 (tools/gpu_smoke.py, 2026-11-30): keypoint-rcnn's heatmap
+    # logit 13.05 moved 0.040 (3.1e-3 relative) under autocast, so score_rtol is 5e-3. Coordinates round to fp16's spacing (0.25 px at
     # 256-512 px, 0.5 px at 512-1024): unbiased, so the mean over many points stays near
     # 0 and a shift floor of 0.1 px (a fifth of a 1024-px spacing) still catches 0.5 px.
     ("tensor", ANY, "fp16"): Tolerance(
@@ -129,21 +130,21 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
         "sometimes accumulators: ~1e-2 relative after ~10 layers",
     ),
     ("boxes", ANY, "fp16"): Tolerance(
-        {"min_iou": 0.98, "corner_px": 1.0, "score_abs": 2e-3, "score_rtol": 2e-3, "ambiguity_margin": 4e-3,
+        {"min_iou": 0.98, "corner_px": 1.0, "score_abs": 2e-3, "score_rtol": 5e-3, "ambiguity_margin": 4e-3,
          "shift_px": 0.1},
         "fp16 activations: measured 0.11 px / 1.8e-4 score with fp32 accumulation, x10 for fp16 "
         "accumulation; scores within 2e-3 of the threshold or top-k cut may flip",
     ),
     ("keypoints", ANY, "fp16"): Tolerance(
-        {"pixel": 1.0, "min_oks": 0.95, "score_abs": 2e-3, "score_rtol": 2e-3, "peak_gap": 2e-3,
+        {"pixel": 1.0, "min_oks": 0.95, "score_abs": 2e-3, "score_rtol": 5e-3, "peak_gap": 2e-3,
          "shift_px": 0.1},
         "regressed keypoints are prior + offset*stride: the offset's fp16 error is scaled by the "
         "stride (up to 32): measured 0.11 px, x10 margin; heatmap peaks within 2e-3 are ties",
     ),
     ("masks", ANY, "fp16"): Tolerance(
-        {"min_iou": 0.95, "max_boundary_disagreement": 0.1, "soft_abs": 1e-2},
-        "sigmoid halves a ~1e-2 relative logit error at |logit|~2: soft masks move ~5e-3, and "
-        "pixels near 0.5 on the boundary flip",
+        {"min_iou": 0.95, "max_boundary_disagreement": 0.1, "soft_abs": 2.5e-2},
+        "measured on an H200: mask-rcnn's pasted soft masks moved 1.34e-2 under fp16 (every binary "
+        "pixel agreed); 2x that. Pixels within soft_abs of 0.5 are excused as at the threshold",
     ),
     ("tensor", ANY, "tf32"): Tolerance(
         {"atol": 1e-2, "rtol": 1e-2, "max_fraction_out": 0.0},
@@ -151,12 +152,12 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
         "errors of fp16's order per layer",
     ),
     ("boxes", ANY, "tf32"): Tolerance(
-        {"min_iou": 0.98, "corner_px": 1.0, "score_abs": 2e-3, "score_rtol": 2e-3, "ambiguity_margin": 4e-3,
+        {"min_iou": 0.98, "corner_px": 1.0, "score_abs": 2e-3, "score_rtol": 5e-3, "ambiguity_margin": 4e-3,
          "shift_px": 0.1},
         "TF32 conv inputs carry fp16's mantissa: the fp16 box limits apply (no overflow risk)",
     ),
     ("keypoints", ANY, "tf32"): Tolerance(
-        {"pixel": 1.0, "min_oks": 0.95, "score_abs": 2e-3, "score_rtol": 2e-3, "peak_gap": 2e-3,
+        {"pixel": 1.0, "min_oks": 0.95, "score_abs": 2e-3, "score_rtol": 5e-3, "peak_gap": 2e-3,
          "shift_px": 0.1},
         "TF32 conv inputs carry fp16's mantissa; offsets are scaled by the stride as in fp16",
     ),
@@ -170,23 +171,43 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
         "conv outputs carry fp16 error",
     ),
     ("boxes", ANY, "autocast"): Tolerance(
-        {"min_iou": 0.98, "corner_px": 1.0, "score_abs": 2e-3, "score_rtol": 2e-3, "ambiguity_margin": 4e-3,
+        {"min_iou": 0.98, "corner_px": 1.0, "score_abs": 2e-3, "score_rtol": 5e-3, "ambiguity_margin": 4e-3,
          "shift_px": 0.1},
         "autocast: head logits come from fp16 convs, so boxes/scores err as in fp16; top-k on "
         "fp16 logits ties within 2e-3",
     ),
     ("keypoints", ANY, "autocast"): Tolerance(
-        {"pixel": 1.0, "min_oks": 0.95, "score_abs": 2e-3, "score_rtol": 2e-3, "peak_gap": 2e-3,
+        {"pixel": 1.0, "min_oks": 0.95, "score_abs": 2e-3, "score_rtol": 5e-3, "peak_gap": 2e-3,
          "shift_px": 0.1},
         "autocast: keypoint offsets come from fp16 convs and are scaled by the stride",
     ),
     ("masks", ANY, "autocast"): Tolerance(
-        {"min_iou": 0.95, "max_boundary_disagreement": 0.1, "soft_abs": 1e-2},
-        "autocast: mask logits from fp16 convs; sigmoid in fp32; boundary pixels near 0.5 flip",
+        {"min_iou": 0.95, "max_boundary_disagreement": 0.1, "soft_abs": 2.5e-2},
+        "autocast: mask logits from fp16 convs, sigmoid in fp32: as fp16 (measured 1.34e-2 on an H200 "
+        "under fp16; autocast failed the old 1e-2 limit the same way)",
     ),
     # Determinism of TensorRT: tactics are chosen per build, not per run, but TensorRT may
     # choose kernels that reduce with atomics (split-K GEMM/conv), whose summation order
     # varies from run to run on the same engine and input: a few ulps, never more.
+    # Measured on an H200 (tools/gpu_smoke.py, 2026-11-30): keypoint-rcnn on torch-cuda-fp32
+    # gave a keypoint score of 1.98647 differing by 1.19e-7 (1 ulp) between two runs on
+    # the same input; the other zoo models were bit-identical. CUDA reductions (cuBLAS
+    # split-K, atomics) may sum in a different order per run.
+    ("determinism", "torch-cuda-fp32", ANY): Tolerance(
+        {"atol": 1e-6, "rtol": 1e-6, "max_fraction_out": 0.0},
+        "CUDA kernels may reduce in a run-dependent order: measured 1 ulp (1.2e-7 at 2.0) on an H200; "
+        "8 ulps of values near 1 allowed",
+    ),
+    ("determinism", "torch-cuda-fp16", ANY): Tolerance(
+        {"atol": 2e-3, "rtol": 2e-3, "max_fraction_out": 0.0},
+        "the same run-dependent CUDA reductions at fp16: a few ulps of fp16 (9.8e-4 at 1.0); not yet "
+        "seen on an H200, where fp16 runs were bit-identical",
+    ),
+    ("determinism", "torch-cuda-autocast", ANY): Tolerance(
+        {"atol": 2e-3, "rtol": 2e-3, "max_fraction_out": 0.0},
+        "autocast's fp16 convs reduce in a run-dependent order like fp16's: a few fp16 ulps; not yet "
+        "seen on an H200",
+    ),
     ("determinism", "trt-fp32", ANY): Tolerance(
         {"atol": 1e-5, "rtol": 1e-5, "max_fraction_out": 0.0},
         "TensorRT may pick atomic (split-K) reductions: fp32 sums in varying order differ by ulps",
