@@ -118,7 +118,7 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
     # accumulation) differs from fp32 by at most 0.11 px (boxes, keypoints) and 1.8e-4
     # (scores) on matched instances; GPU kernels may accumulate in fp16, so about 10x.
     # Instances at the top-k cut are selected differently when scores tie within that
-    # error: the ambiguity margin must be at least score_abs + score_rtol (scores <= 1).
+    # error: the ambiguity margin must be at least score_abs + score_rtol (scores <= 1): 7e-3.
     # fp16 holds 11 significant bits: a logit score of magnitude s rounds by s*4.9e-4 per
     # op; measured on an H200 (tools/gpu_smoke.py, 2026-11-30): keypoint-rcnn's heatmap
     # logit 13.05 moved 0.040 (3.1e-3 relative) under autocast, so score_rtol is 5e-3. Coordinates round to fp16's spacing (0.25 px at
@@ -130,7 +130,7 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
         "sometimes accumulators: ~1e-2 relative after ~10 layers",
     ),
     ("boxes", ANY, "fp16"): Tolerance(
-        {"min_iou": 0.98, "corner_px": 1.0, "score_abs": 2e-3, "score_rtol": 5e-3, "ambiguity_margin": 4e-3,
+        {"min_iou": 0.98, "corner_px": 1.0, "score_abs": 2e-3, "score_rtol": 5e-3, "ambiguity_margin": 7e-3,
          "shift_px": 0.1},
         "fp16 activations: measured 0.11 px / 1.8e-4 score with fp32 accumulation, x10 for fp16 "
         "accumulation; scores within 2e-3 of the threshold or top-k cut may flip",
@@ -152,7 +152,7 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
         "errors of fp16's order per layer",
     ),
     ("boxes", ANY, "tf32"): Tolerance(
-        {"min_iou": 0.98, "corner_px": 1.0, "score_abs": 2e-3, "score_rtol": 5e-3, "ambiguity_margin": 4e-3,
+        {"min_iou": 0.98, "corner_px": 1.0, "score_abs": 2e-3, "score_rtol": 5e-3, "ambiguity_margin": 7e-3,
          "shift_px": 0.1},
         "TF32 conv inputs carry fp16's mantissa: the fp16 box limits apply (no overflow risk)",
     ),
@@ -162,8 +162,8 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
         "TF32 conv inputs carry fp16's mantissa; offsets are scaled by the stride as in fp16",
     ),
     ("masks", ANY, "tf32"): Tolerance(
-        {"min_iou": 0.95, "max_boundary_disagreement": 0.1, "soft_abs": 1e-2},
-        "TF32 mask logits err like fp16's; boundary pixels near 0.5 flip",
+        {"min_iou": 0.95, "max_boundary_disagreement": 0.1, "soft_abs": 2.5e-2},
+        "TF32 mask logits err like fp16's: the fp16 soft limit (measured 1.34e-2 on an H200, x2) applies",
     ),
     ("tensor", ANY, "autocast"): Tolerance(
         {"atol": 1e-2, "rtol": 1e-2, "max_fraction_out": 0.0},
@@ -171,7 +171,7 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
         "conv outputs carry fp16 error",
     ),
     ("boxes", ANY, "autocast"): Tolerance(
-        {"min_iou": 0.98, "corner_px": 1.0, "score_abs": 2e-3, "score_rtol": 5e-3, "ambiguity_margin": 4e-3,
+        {"min_iou": 0.98, "corner_px": 1.0, "score_abs": 2e-3, "score_rtol": 5e-3, "ambiguity_margin": 7e-3,
          "shift_px": 0.1},
         "autocast: head logits come from fp16 convs, so boxes/scores err as in fp16; top-k on "
         "fp16 logits ties within 2e-3",
