@@ -47,11 +47,12 @@ class EmptyOutputError(HarnessError):
 class UnknownNameError(HarnessError):
     """A --model/--backend (or similar) name that nobody registered."""
 
-    def __init__(self, what: str, unknown, known):
+    def __init__(self, what: str, unknown, known, note: str = ""):
         self.unknown = sorted(unknown)
         self.known = sorted(known)
         super().__init__(
             f"unknown {what} {', '.join(self.unknown)}; known {what}s: {', '.join(self.known)}"
+            + (f" ({note})" if note else "")
         )
 
 

@@ -21,10 +21,16 @@ from deploy_parity.errors import ModelCaseError, UnknownNameError
 ENV_VAR = "PARITY_MODEL_MODULES"
 
 
+# Zoo modules that need an optional extra; without it they are listed as unavailable
+# (with the install command) instead of breaking the whole zoo.
+OPTIONAL_ZOO_PACKAGES = {"ultralytics": "pip install -e '.[ultralytics]'"}
+
+
 class Registry:
     def __init__(self):
         self._cases: dict[str, ModelCase] = {}
         self._origin: dict[str, str] = {}
+        self.unavailable: dict[str, str] = {}  # zoo module -> why it could not load
 
     def register(self, case: ModelCase, origin: str = "") -> None:
         if not isinstance(case, ModelCase):
@@ -60,7 +66,15 @@ class Registry:
         for info in pkgutil.iter_modules(zoo.__path__):
             # Case modules are plain modules; subpackages (scenes, training) are the zoo's tools.
             if not info.name.startswith("_") and not info.ispkg:
-                module = importlib.import_module(f"{package}.{info.name}")
+                try:
+                    module = importlib.import_module(f"{package}.{info.name}")
+                except ModuleNotFoundError as error:
+                    missing = (error.name or "").split(".")[0]
+                    if missing not in OPTIONAL_ZOO_PACKAGES:
+                        raise
+                    self.unavailable[f"{package}.{info.name}"] = (
+                        f"needs {missing}, which is not installed: {OPTIONAL_ZOO_PACKAGES[missing]}")
+                    continue
                 if hasattr(module, "CASES") or hasattr(module, "CASE"):
                     self.load_module(f"{package}.{info.name}")
 
@@ -84,7 +98,11 @@ class Registry:
         names = list(names)
         unknown = [n for n in names if n not in self._cases]
         if unknown:
-            raise UnknownNameError("model", unknown, self._cases)
+            error = UnknownNameError("model", unknown, self._cases)
+            if self.unavailable:
+                extra = "; ".join(f"{module} {why}" for module, why in sorted(self.unavailable.items()))
+                raise UnknownNameError("model", unknown, self._cases, note=f"not loaded: {extra}") from None
+            raise error
         return [self._cases[n] for n in names]
 
 
