@@ -23,6 +23,9 @@ class RunnerContext:
 
     cache_dir: Path
     export_options: ExportOptions = field(default_factory=ExportOptions)
+    # Seconds one check may run before it is interrupted as TIMEOUT (deploy_parity/watchdog.py);
+    # None: no limit. The pytest plugin sets it from --case-timeout / PARITY_CASE_TIMEOUT.
+    case_timeout: Optional[float] = None
 
 
 @dataclass(frozen=True)

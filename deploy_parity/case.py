@@ -11,6 +11,8 @@ they cross an API: the pose bug this harness was built for came from mixing the 
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
@@ -33,6 +35,51 @@ INPUT_ROLES = (
 
 OUTPUT_KINDS = ("boxes", "scores", "labels", "keypoints", "masks", "count", "raw")
 
+# A model case's name becomes part of file names (exported graphs, engines), test ids
+# ("name@backend") and option values (--model a,b): it must be safe in all three.
+NAME_MAX_LENGTH = 64
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+NAME_RULE = (f"1-{NAME_MAX_LENGTH} characters from letters, digits and . _ + -, starting with a letter or digit "
+             "(the name is used in cache file names, test ids and --model)")
+
+
+def name_problem(name) -> str:
+    """Why `name` cannot name a model case ("" when it can)."""
+    if not isinstance(name, str):
+        return f"is not a string (it is {type(name).__name__})"
+    if not name:
+        return "is empty"
+    for char in name:
+        if char in "/\\":
+            return f"contains {char!r}, a path separator"
+        if not char.isprintable() or char.isspace():
+            return f"contains {char!r}, a blank or non-printable character"
+    if name.startswith("."):
+        return "starts with '.'"
+    if len(name) > NAME_MAX_LENGTH:
+        return f"is {len(name)} characters long"
+    bad = next((c for c in name if not re.fullmatch(r"[A-Za-z0-9._+-]", c)), None)
+    if bad is not None:
+        return f"contains {bad!r}"
+    if not NAME_PATTERN.fullmatch(name):
+        return f"starts with {name[0]!r}"
+    return ""
+
+
+def check_name(name, what: str = "model case name") -> str:
+    """`name`, or ModelCaseError saying what is wrong with it and what is expected."""
+    problem = name_problem(name)
+    if problem:
+        raise ModelCaseError(f"{what} {name!r} {problem}; expected {NAME_RULE}")
+    return name
+
+# What the harness can feed per input role (deploy_parity/inputs.py): images are uint8
+# in [0, 255] or floats in [0, 1]; sizes are numbers.
+_ROLE_DTYPES = {
+    "image": ("uint8 or a float dtype (float32, float16, ...)", lambda dt: dt == np.uint8 or dt.kind == "f"),
+    "image_size_wh": ("an integer or float dtype (int64, int32, float32, ...)", lambda dt: dt.kind in "iuf"),
+}
+
 
 @dataclass(frozen=True)
 class SizeSpace:
@@ -46,10 +93,33 @@ class SizeSpace:
     export_width: int = 0
 
     def __post_init__(self):
+        for label in ("min_side", "max_side", "multiple_of", "export_height", "export_width"):
+            value = getattr(self, label)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ModelCaseError(f"SizeSpace: {label} {value!r} is not an integer; expected a whole number of "
+                                     "pixels")
         if not (0 < self.min_side <= self.max_side):
-            raise ModelCaseError(f"SizeSpace: need 0 < min_side <= max_side, got {self}")
+            raise ModelCaseError(f"SizeSpace: min_side {self.min_side}, max_side {self.max_side}: expected "
+                                 "0 < min_side <= max_side")
+        if self.multiple_of < 1:
+            raise ModelCaseError(f"SizeSpace: multiple_of {self.multiple_of}: expected an integer >= 1 (1: any size)")
+        if isinstance(self.max_aspect, bool) or not isinstance(self.max_aspect, (int, float)) \
+                or not (self.max_aspect >= 1.0) or math.isinf(self.max_aspect):
+            raise ModelCaseError(f"SizeSpace: max_aspect {self.max_aspect!r}: expected a number >= 1 (the longer side "
+                                 "over the shorter one; 1.0 allows square sizes only)")
+        lowest = -(-self.min_side // self.multiple_of) * self.multiple_of
+        if lowest > self.max_side:
+            below = (self.min_side // self.multiple_of) * self.multiple_of
+            raise ModelCaseError(f"SizeSpace: no side in [{self.min_side}, {self.max_side}] is a multiple of "
+                                 f"{self.multiple_of} (the nearest are {below} and {lowest}); expected a range "
+                                 "holding at least one, e.g. widen it or change multiple_of")
+        if bool(self.export_height) != bool(self.export_width):
+            raise ModelCaseError(f"SizeSpace: export_height {self.export_height}, export_width {self.export_width}: "
+                                 "expected both (the export size) or neither")
         if self.export_height and not self.accepts(self.export_height, self.export_width):
-            raise ModelCaseError(f"SizeSpace: export size {self.export_height}x{self.export_width} outside {self}")
+            raise ModelCaseError(f"SizeSpace: export size {self.export_height}x{self.export_width} (HxW) is outside "
+                                 f"the space: {self.why_not(self.export_height, self.export_width)}; expected "
+                                 f"{self.describe()}")
 
     def accepts(self, height: int, width: int) -> bool:
         return not self.why_not(height, width)
@@ -80,11 +150,25 @@ class InputSpec:
 
     def __post_init__(self):
         if self.role not in INPUT_ROLES:
-            raise ModelCaseError(f"input {self.name}: role {self.role!r} not in {INPUT_ROLES}")
+            raise ModelCaseError(f"input {self.name!r}: role {self.role!r}; expected one of {', '.join(INPUT_ROLES)}")
+        if isinstance(self.dtypes, str):
+            raise ModelCaseError(f"input {self.name!r}: dtypes {self.dtypes!r} is a string; expected a tuple of dtype "
+                                 f"names, e.g. ({self.dtypes!r},)")
         if not self.dtypes:
-            raise ModelCaseError(f"input {self.name}: declare at least one dtype")
+            raise ModelCaseError(f"input {self.name!r}: no dtypes; expected at least one, e.g. ('float32',)")
+        expected, feedable = _ROLE_DTYPES[self.role]
         for dt in self.dtypes:
-            np.dtype(dt)  # raises on a typo
+            try:
+                dtype = np.dtype(dt)
+            except TypeError:
+                raise ModelCaseError(f"input {self.name!r}: dtype {dt!r} is not a numpy dtype name; expected "
+                                     f"{expected}") from None
+            if not isinstance(dt, str) or dtype.name != dt:
+                raise ModelCaseError(f"input {self.name!r}: dtype {dt!r}; expected a dtype name as numpy spells it "
+                                     f"({dtype.name!r})")
+            if not feedable(dtype):
+                raise ModelCaseError(f"input {self.name!r} (role {self.role}): dtype {dt!r} cannot be fed; expected "
+                                     f"{expected}")
 
 
 @dataclass(frozen=True)
@@ -120,6 +204,9 @@ class Judging:
         margin of it may appear on one side only (AMBIGUOUS), and a top-k output with no
         reference instance above it is VACUOUS.
     topk: the fixed number of instances per image, when the model keeps top-k.
+    nms_iou_threshold: the model's NMS IoU threshold; a box on one side only that
+        overlaps a same-label box of the other at that IoU is AMBIGUOUS (rounding decided
+        whether NMS suppressed it).
     keypoint_sigmas: OKS falloff per keypoint (None: COCO's for 17 keypoints).
     index_wise_keypoints: keypoints are paired by position, not through box matching.
     tolerance_overrides: rows replacing fields of the tolerance table for this case,
@@ -130,6 +217,7 @@ class Judging:
 
     score_threshold: Optional[float] = None
     topk: Optional[int] = None
+    nms_iou_threshold: Optional[float] = None
     keypoint_sigmas: Optional[np.ndarray] = None
     index_wise_keypoints: bool = False
     tolerance_overrides: Mapping = field(default_factory=dict)
@@ -190,6 +278,7 @@ class ModelCase:
     zoo: ZooEntry = field(default_factory=ZooEntry)
 
     def __post_init__(self):
+        check_name(self.name)
         if self.spatial_binding not in SPATIAL_BINDINGS:
             raise ModelCaseError(f"{self.name}: spatial_binding {self.spatial_binding!r} not in {SPATIAL_BINDINGS}")
         if self.max_batch < 1:
@@ -198,7 +287,7 @@ class ModelCase:
             raise ModelCaseError(f"{self.name}: a fixed-size case must name its export size")
         names = [i.name for i in self.inputs]
         if len(set(names)) != len(names):
-            raise ModelCaseError(f"{self.name}: duplicate input names {names}")
+            raise ModelCaseError(f"{self.name}: duplicate input names {names}; expected each input declared once")
         if not any(i.role == "image" for i in self.inputs):
             raise ModelCaseError(f"{self.name}: needs one input with role 'image'")
         if self.adapter is not None:
@@ -212,10 +301,16 @@ class ModelCase:
         outputs = [o.name for o in self.outputs]
         duplicates = sorted({n for n in outputs if outputs.count(n) > 1})
         if duplicates:
-            raise ModelCaseError(f"{self.name}: output names {duplicates} declared more than once")
+            raise ModelCaseError(f"{self.name}: output names {duplicates} declared more than once; expected each "
+                                 "output declared once")
         if self.build_deploy is None:
             build = self.build_reference
-            self.build_deploy = lambda target: build()
+
+            def deploy_is_the_reference(target):
+                return build()
+
+            deploy_is_the_reference.is_reference = True  # survives dataclasses.replace
+            self.build_deploy = deploy_is_the_reference
         self.onnx_path = Path(self.onnx_path) if self.onnx_path else None
         self.engine_path = Path(self.engine_path) if self.engine_path else None
 
@@ -232,6 +327,17 @@ class ModelCase:
         if self.judging.topk is not None:
             return self.judging.topk
         return getattr(self.adapter, "topk", None)
+
+    @property
+    def deploy_is_reference(self) -> bool:
+        """No deploy builder was given: what gets exported is the reference itself."""
+        return getattr(self.build_deploy, "is_reference", False)
+
+    @property
+    def nms_iou_threshold(self) -> Optional[float]:
+        if self.judging.nms_iou_threshold is not None:
+            return self.judging.nms_iou_threshold
+        return getattr(self.adapter, "nms_iou_threshold", None)
 
     @property
     def keypoint_sigmas(self):

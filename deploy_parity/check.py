@@ -7,7 +7,10 @@ returns a `CaseResult` that the report writers record.
 Every check returns a result, whatever happens inside it: a shape the artifact cannot
 take is REFUSED, and any other exception (a backend error, an input contract the
 artifact breaks, a crash in the case's own to_instances) is an ERROR result carrying the
-exception, so it is recorded and reported like any verdict, never lost.
+exception, so it is recorded and reported like any verdict, never lost. A check that runs
+past the per-case time limit (the pool's context.case_timeout, --case-timeout) is
+interrupted and becomes a TIMEOUT result (deploy_parity/watchdog.py says how, and what
+cannot be interrupted).
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from typing import Optional
 
 from deploy_parity.contracts.bounds import coverage_gaps, describe_coverage_gaps
 from deploy_parity.compare.case_outputs import check_outputs_compared, compare_all_tensors, compare_case_outputs
-from deploy_parity.compare.verdict import Comparison, Verdict, combine
+from deploy_parity.compare.verdict import SEVERITY, Comparison, Verdict, combine, side_names
 from deploy_parity.errors import HarnessError, UnsupportedShapeError
 from deploy_parity.inputs import make_feed, take_sample
 from deploy_parity.strategies import ParityExample, export_size_example
+from deploy_parity.watchdog import CaseTimeout, time_limit
 
 
 @dataclass
@@ -41,14 +45,17 @@ class CaseResult:
     seconds: float = 0.0
     replay: str = ""  # the command that re-runs exactly this case
     accepted: dict = field(default_factory=dict)  # input -> shapes the candidate accepts
+    # Where a failing parity case breaks (deploy_parity/localize.py), on the final shrunk
+    # example of a failing test only; and the most severe failing example seen beside it.
+    localisation: Optional[object] = None
+    most_severe: Optional[dict] = None
 
     def failures(self) -> list:
         return [c for c in self.comparisons if c.verdict == Verdict.FAIL]
 
     def summary(self) -> str:
         """The message a person reads when the case fails: the worst comparisons first."""
-        order = {Verdict.ERROR: 0, Verdict.FAIL: 1, Verdict.REFUSED: 2, Verdict.AMBIGUOUS: 3, Verdict.VACUOUS: 4,
-                 Verdict.PASS: 5}
+        order = {verdict: -severity for verdict, severity in SEVERITY.items()}
         lines = [f"{self.check} {self.model} on {self.backend} ({self.precision}), {self.example.describe()}: "
                  f"{self.verdict.value}"]
         if self.message:
@@ -76,6 +83,8 @@ class CaseResult:
             "seconds": round(self.seconds, 4),
             "replay": self.replay,
             "accepted_shapes": self.accepted,
+            **({"localisation": self.localisation.to_record()} if self.localisation is not None else {}),
+            **({"most_severe": self.most_severe} if self.most_severe else {}),
             "comparisons": [c.to_record() for c in self.comparisons],
         }
 
@@ -129,18 +138,35 @@ def _errored(check, case, backend, example, error: Exception, start) -> CaseResu
     return _result(check, case, backend, example, [comparison], start, message=text)
 
 
+def _timed_out(check, case, backend, example, error: CaseTimeout, start) -> CaseResult:
+    """The check ran past its time limit: a TIMEOUT result naming the limit and where it stopped."""
+    text = f"TIMEOUT: {error.describe()}"
+    evidence = {"seconds": error.seconds, "where": error.where}
+    comparison = Comparison("timeout", check, Verdict.TIMEOUT, message=text, evidence=evidence)
+    return _result(check, case, backend, example, [comparison], start, message=text)
+
+
+def case_time_limit(pool, check: str, case, backend):
+    """The per-case watchdog for one check (the pool's context says how long; None: none)."""
+    seconds = getattr(getattr(pool, "context", None), "case_timeout", None)
+    return time_limit(seconds, f"{check} {case.name} on {backend.name}")
+
+
 def recorded(check: str):
     """Decorator for a check: every outcome becomes a CaseResult. UnsupportedShapeError
     (the artifact or the case cannot take this shape) is REFUSED wherever it is raised;
-    any other Exception is ERROR. KeyboardInterrupt and SystemExit are not Exceptions:
-    they still stop the run."""
+    running past the time limit is TIMEOUT; any other Exception is ERROR.
+    KeyboardInterrupt and SystemExit are not Exceptions: they still stop the run."""
 
     def wrap(function):
         @functools.wraps(function)
         def run(pool, case, backend, example: ParityExample) -> CaseResult:
             start = time.perf_counter()
             try:
-                return function(pool, case, backend, example)
+                with case_time_limit(pool, check, case, backend):
+                    return function(pool, case, backend, example)
+            except CaseTimeout as error:
+                return _timed_out(check, case, backend, example, error, start)
             except UnsupportedShapeError as error:
                 return _refused(check, case, backend, example, error, start)
             except Exception as error:  # noqa: BLE001 - recorded as an ERROR verdict, with the exception
@@ -217,13 +243,16 @@ def check_batch_consistency(pool, case, backend, example: ParityExample) -> Case
     except UnsupportedShapeError as error:
         return _refused("batch", case, backend, example, error, start)
     comparisons = []
-    for index, single in enumerate(singles):
-        # Compare sample `index` of the batch with the batch-of-one run of that image.
-        batched_sample = {name: value[index : index + 1] for name, value in batched.items()}
-        comparisons += compare_case_outputs(
-            case, single, batched_sample, backend=backend.name, precision=backend.precision,
-            image_size=(example.height, example.width), batch=1, label=f"batch[{index}] vs alone",
-        )
+    # Neither side is the reference here: messages name the image run alone and the same
+    # image inside its batch.
+    with side_names("run alone", "batched run"):
+        for index, single in enumerate(singles):
+            # Compare sample `index` of the batch with the batch-of-one run of that image.
+            batched_sample = {name: value[index : index + 1] for name, value in batched.items()}
+            comparisons += compare_case_outputs(
+                case, single, batched_sample, backend=backend.name, precision=backend.precision,
+                image_size=(example.height, example.width), batch=1, label=f"batch[{index}] vs alone",
+            )
     return _result("batch", case, backend, example, comparisons, start)
 
 
@@ -238,8 +267,9 @@ def check_determinism(pool, case, backend, example: ParityExample) -> CaseResult
         second = runner.infer(feed)
     except UnsupportedShapeError as error:
         return _refused("determinism", case, backend, example, error, start)
-    comparisons = compare_all_tensors(case, first, second, kind="determinism", backend=backend.name,
-                                      precision=backend.precision)
+    with side_names("run 1", "run 2"):
+        comparisons = compare_all_tensors(case, first, second, kind="determinism", backend=backend.name,
+                                          precision=backend.precision)
     return _result("determinism", case, backend, example, comparisons, start)
 
 
@@ -257,6 +287,14 @@ def check_coverage(pool, case, backend) -> CaseResult:
     start = time.perf_counter()
     example = ParityExample(case.sizes.export_height or case.sizes.min_side,
                             case.sizes.export_width or case.sizes.min_side, 1, case.default_dtypes(), 1)
+    try:
+        with case_time_limit(pool, "coverage", case, backend):
+            return _check_coverage(pool, case, backend, example, start)
+    except CaseTimeout as error:
+        return _timed_out("coverage", case, backend, example, error, start)
+
+
+def _check_coverage(pool, case, backend, example, start) -> CaseResult:
     try:
         bounds = pool.bounds(case, backend)
     except Exception as error:  # noqa: BLE001 - the artifact could not be read at all

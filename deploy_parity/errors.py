@@ -40,6 +40,11 @@ class ArtifactError(HarnessError):
         super().__init__(msg)
 
 
+class CacheEntryRebuilt(UserWarning):
+    """A cache entry (an exported graph, an engine) failed verification and was built again.
+    A warning, not an error: the run goes on with a fresh entry; the message names it and why."""
+
+
 class EmptyOutputError(HarnessError):
     """A backend returned an output with no elements, or no outputs at all."""
 

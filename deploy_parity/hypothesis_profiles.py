@@ -50,10 +50,36 @@ def register_profiles() -> None:
     )
 
 
+def is_registered(name: str) -> bool:
+    from hypothesis.errors import InvalidArgument
+
+    try:
+        settings.get_profile(name)
+    except InvalidArgument:
+        return False
+    return True
+
+
 def load_default_profile() -> str:
-    """Load HYPOTHESIS_PROFILE (or dev). --hypothesis-profile, if given, loads later and wins."""
+    """Load HYPOTHESIS_PROFILE (or dev). --hypothesis-profile, if given, loads later and wins.
+
+    Never raises: it runs while conftest.py is imported, where an exception is a traceback.
+    An unknown name loads dev; `profile_problem` (called from the plugin's
+    pytest_configure) turns it into a one-line usage error."""
     name = os.environ.get(ENV_VAR, "dev")
-    if name not in PROFILES:
-        raise ValueError(f"{ENV_VAR}={name!r}: known profiles are {PROFILES}")
-    settings.load_profile(name)
+    settings.load_profile(name if is_registered(name) else "dev")
     return name
+
+
+def profile_problem(option: str = None) -> str:
+    """Why the chosen profile cannot be loaded ("" when it can): the option's value, else
+    HYPOTHESIS_PROFILE's."""
+    known = ", ".join(PROFILES)
+    if option:
+        if not is_registered(option):
+            return f"--hypothesis-profile {option!r}: no such Hypothesis profile; expected one of {known}"
+        return ""
+    name = os.environ.get(ENV_VAR)
+    if name is not None and not is_registered(name):
+        return f"{ENV_VAR}={name!r}: no such Hypothesis profile; expected one of {known}"
+    return ""

@@ -9,6 +9,7 @@ or vacuous: a suite that compared nothing proves nothing.
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -33,6 +34,15 @@ from deploy_parity.strategies import (
 
 class ParityFailure(AssertionError):
     """A checked case failed; the message holds the evidence and the replay command."""
+
+
+class _StopProperty(BaseException):
+    """A case timed out: stop the property at once. A BaseException, so Hypothesis does
+    not catch it to shrink (every shrink step would wait out the time limit again)."""
+
+    def __init__(self, summary: str):
+        super().__init__(summary)
+        self.summary = summary
 
 
 @dataclass
@@ -68,6 +78,8 @@ class PropertyRun:
     def check_one(self, ex: ParityExample) -> CaseResult:
         result = CHECKS[self.check](self.pool, self.case, self.backend, ex)
         result.replay = self.replay_command(ex)
+        if result.verdict == Verdict.FAIL and self.check == "parity" and _final_example():
+            self.diagnose(result)
         self.record(result)
         self.results.append(result)
         if currently_in_test_context():  # --replay runs the check outside Hypothesis
@@ -79,22 +91,64 @@ class PropertyRun:
             if worst is not None:
                 target(worst, label="worst pixel/abs error")
             target(float(unmatched_instances(result)), label="unmatched instances")
+        if result.verdict == Verdict.TIMEOUT:
+            raise _StopProperty(result.summary())
         if result.verdict in (Verdict.ERROR, Verdict.FAIL, Verdict.REFUSED):
-            raise ParityFailure(result.summary())
+            raise ParityFailure(result.summary() + self.diagnosis_text(result))
         return result
 
+    def diagnose(self, result: CaseResult) -> None:
+        """Once per failing test, on its final (shrunk) example: the most severe failing
+        example seen beside it, and where the failure breaks (stage, first divergent
+        layer). Off with PARITY_LOCALISE=0."""
+        severe = max((r for r in self.results if r.verdict == Verdict.FAIL), key=lambda r: worst_error(r) or 0.0,
+                     default=None)
+        if severe is not None and (worst_error(severe) or 0.0) > (worst_error(result) or 0.0):
+            result.most_severe = {"example": severe.example.describe(), "worst_error": worst_error(severe),
+                                  "replay": severe.replay}
+        if os.environ.get("PARITY_LOCALISE", "1").strip().lower() in ("0", "off", "false", "no"):
+            return
+        from deploy_parity.compare.case_outputs import compare_case_outputs
+        from deploy_parity.compare.verdict import combine
+        from deploy_parity.localize import localise
+
+        ex = result.example
+
+        def agrees(left, right, backend, precision) -> bool:
+            comparisons = compare_case_outputs(self.case, left, right, backend=backend, precision=precision,
+                                               image_size=(ex.height, ex.width), batch=ex.batch)
+            return combine(c.verdict for c in comparisons) not in (Verdict.FAIL, Verdict.ERROR)
+
+        result.localisation = localise(self.pool, self.case, self.backend, ex, agrees)
+
+    @staticmethod
+    def diagnosis_text(result: CaseResult) -> str:
+        lines = []
+        if result.most_severe:
+            severe = result.most_severe
+            lines.append(f"smallest failing example above; the most severe seen: {severe['example']}, worst error "
+                         f"{severe['worst_error']:.3g} (here {worst_error(result) or 0.0:.3g}); re-run it: "
+                         f"{severe['replay']}")
+        if result.localisation is not None:
+            lines.append(result.localisation.describe())
+        return ("\n" + "\n".join(lines)) if lines else ""
+
     def run(self) -> list:
-        if self.replay is not None:
-            self.check_one(self.replay)
-        else:
+        try:
+            if self.replay is not None:
+                self.check_one(self.replay)
+            else:
 
-            @given(probe=st.data())
-            @example(probe=SQUARE_CONTROL)
-            @example(probe=EXPORT_SIZE)
-            def prop(probe):
-                self.check_one(self.resolve(probe))
+                @given(probe=st.data())
+                @example(probe=SQUARE_CONTROL)
+                @example(probe=EXPORT_SIZE)
+                def prop(probe):
+                    self.check_one(self.resolve(probe))
 
-            prop()
+                prop()
+        except _StopProperty as stop:
+            raise ParityFailure(f"{stop.summary}\n(the property stopped here: a case that times out is not "
+                                "shrunk, each attempt would wait out the limit again)") from None
         self.check_suite_fractions()
         return self.results
 
@@ -110,6 +164,16 @@ class PropertyRun:
                     f"{self.check} {self.case.name} on {self.backend.name}: {count} of {n} cases were "
                     f"{verdict.value} (limit {tol[key]:.0%}, {tol.source}): the suite cannot vouch for this model"
                 )
+
+
+def _final_example() -> bool:
+    """True on Hypothesis's final run of the minimal failing example (and in --replay,
+    which runs one example outside Hypothesis): the one run worth a diagnosis."""
+    if not currently_in_test_context():
+        return True
+    from hypothesis.control import current_build_context
+
+    return bool(getattr(current_build_context(), "is_final", False))
 
 
 def unmatched_instances(result: CaseResult) -> int:

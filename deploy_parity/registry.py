@@ -12,11 +12,12 @@ import importlib
 import importlib.util
 import os
 import pkgutil
+import traceback
 from pathlib import Path
 from typing import Iterable, Optional
 
-from deploy_parity.case import ModelCase
-from deploy_parity.errors import ModelCaseError, UnknownNameError
+from deploy_parity.case import ModelCase, check_name
+from deploy_parity.errors import HarnessError, ModelCaseError, UnknownNameError
 
 ENV_VAR = "PARITY_MODEL_MODULES"
 
@@ -24,6 +25,58 @@ ENV_VAR = "PARITY_MODEL_MODULES"
 # Zoo modules that need an optional extra; without it they are listed as unavailable
 # (with the install command) instead of breaking the whole zoo.
 OPTIONAL_ZOO_PACKAGES = {"ultralytics": "pip install -e '.[ultralytics]'"}
+
+
+def _one_line(text) -> str:
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return " / ".join(lines) if len(lines) <= 3 else " / ".join(lines[:3]) + " / ..."
+
+
+def _line_in(error: BaseException, path: Optional[Path]) -> str:
+    """' (at my_cases.py:12)' for the innermost frame of `error` inside `path` (the user's module)."""
+    if path is None:
+        return ""
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if Path(f.filename) == path]
+    return f" (at {path.name}:{frames[-1].lineno})" if frames else ""
+
+
+def import_cases_module(spec: str):
+    """Import a cases module by dotted name or .py path. Whatever goes wrong (no such file
+    or module, a missing package it imports, a syntax error, an exception at import, an
+    invalid ModelCase) is one ModelCaseError line naming the module and what is expected."""
+    path = None
+    try:
+        if spec.endswith(".py") or os.sep in spec or "/" in spec:
+            path = Path(spec).resolve()
+            if not path.is_file():
+                raise ModelCaseError(f"model module {spec}: file not found; expected a path to a .py file defining "
+                                     "CASES, or a dotted module name")
+            module_spec = importlib.util.spec_from_file_location(f"parity_user_{path.stem}", path)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+            return module
+        return importlib.import_module(spec)
+    except ModelCaseError as error:
+        if str(error).startswith(f"model module {spec}"):
+            raise
+        raise ModelCaseError(f"model module {spec}{_line_in(error, path)}: {_one_line(error)}") from error
+    except HarnessError as error:
+        raise ModelCaseError(f"model module {spec}{_line_in(error, path)}: {_one_line(error)}") from error
+    except ModuleNotFoundError as error:
+        missing = error.name or ""
+        if path is None and missing and (spec == missing or spec.startswith(missing + ".")):
+            raise ModelCaseError(f"model module {spec}: no module named {missing!r} on the import path; expected a "
+                                 "dotted module name importable from here, or a path to a .py file") from error
+        raise ModelCaseError(f"model module {spec}{_line_in(error, path)} imports {missing!r}, which is not "
+                             f"installed; expected it importable (pip install it, or remove the import)") from error
+    except SyntaxError as error:
+        where = f"{Path(error.filename).name}:{error.lineno}" if error.filename else "?"
+        raise ModelCaseError(f"model module {spec}: syntax error at {where}: {error.msg}; expected valid "
+                             "Python") from error
+    except Exception as error:  # noqa: BLE001 - the user's module raised while importing: say so in one line
+        raise ModelCaseError(f"model module {spec}{_line_in(error, path)}: importing it raised "
+                             f"{type(error).__name__}: {_one_line(error)}; expected it to import cleanly and "
+                             "define CASES") from error
 
 
 class Registry:
@@ -34,30 +87,33 @@ class Registry:
 
     def register(self, case: ModelCase, origin: str = "") -> None:
         if not isinstance(case, ModelCase):
-            raise ModelCaseError(f"{origin}: {case!r} is not a ModelCase")
+            raise ModelCaseError(f"model module {origin}: CASES holds {type(case).__name__} {_one_line(repr(case))[:60]}"
+                                 "; expected ModelCase objects")
+        try:  # checked again: a ModelCase is mutable, its name may have changed since it was built
+            check_name(case.name)
+        except ModelCaseError as error:
+            raise ModelCaseError(f"model module {origin}: {error}") from None
         if case.name in self._cases and self._origin[case.name] != origin:
             raise ModelCaseError(
-                f"model case {case.name!r} registered twice ({self._origin[case.name]} and {origin})"
+                f"model case {case.name!r} registered twice ({self._origin[case.name]} and {origin}); expected "
+                "unique names"
             )
         self._cases[case.name] = case
         self._origin[case.name] = origin
 
     def load_module(self, spec: str) -> None:
         """Import a module by dotted name or .py path and register its CASES."""
-        if spec.endswith(".py") or os.sep in spec:
-            path = Path(spec).resolve()
-            if not path.is_file():
-                raise ModelCaseError(f"model module {spec}: file not found")
-            module_spec = importlib.util.spec_from_file_location(f"parity_user_{path.stem}", path)
-            module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(spec)
+        module = import_cases_module(spec)
         cases = getattr(module, "CASES", None)
         if cases is None and hasattr(module, "CASE"):
             cases = [module.CASE]
         if cases is None:
             raise ModelCaseError(f"model module {spec} defines no CASES (a list of ModelCase)")
+        if isinstance(cases, ModelCase):
+            cases = [cases]
+        if not isinstance(cases, (list, tuple)):
+            raise ModelCaseError(f"model module {spec}: CASES is a {type(cases).__name__}; expected a list of "
+                                 "ModelCase")
         for case in cases:
             self.register(case, origin=spec)
 
@@ -67,9 +123,10 @@ class Registry:
             # Case modules are plain modules; subpackages (scenes, training) are the zoo's tools.
             if not info.name.startswith("_") and not info.ispkg:
                 try:
-                    module = importlib.import_module(f"{package}.{info.name}")
-                except ModuleNotFoundError as error:
-                    missing = (error.name or "").split(".")[0]
+                    module = import_cases_module(f"{package}.{info.name}")
+                except ModelCaseError as error:
+                    cause = error.__cause__
+                    missing = (cause.name or "").split(".")[0] if isinstance(cause, ModuleNotFoundError) else ""
                     if missing not in OPTIONAL_ZOO_PACKAGES:
                         raise
                     self.unavailable[f"{package}.{info.name}"] = (

@@ -30,19 +30,56 @@ class ParityExample:
 
     @classmethod
     def parse(cls, text: str) -> "ParityExample":
-        try:
-            fields = dict(part.split("=", 1) for part in text.split(","))
-            return cls(
-                height=int(fields["h"]),
-                width=int(fields["w"]),
-                batch=int(fields["batch"]),
-                dtypes=tuple(fields["dtypes"].split("+")),
-                seed=int(fields["seed"]),
-            )
-        except (KeyError, ValueError) as exc:
-            raise HarnessError(
-                f"--replay {text!r}: expected 'h=H,w=W,batch=B,dtypes=D1+D2,seed=S' ({exc})"
-            ) from exc
+        """The example a --replay value names. HarnessError (one line, saying what is expected)
+        for a value that does not parse; `check_replay` then checks it against the case."""
+        expected = "expected 'h=H,w=W,batch=B,dtypes=D1+D2,seed=S'"
+        parts = [part.strip() for part in str(text).split(",") if part.strip()]
+        fields = {}
+        for part in parts:
+            key, sep, value = part.partition("=")
+            if not sep:
+                raise HarnessError(f"--replay {text!r}: {part!r} is not key=value; {expected}")
+            fields[key.strip()] = value.strip()
+        unknown = sorted(set(fields) - {"h", "w", "batch", "dtypes", "seed"})
+        missing = [k for k in ("h", "w", "batch", "dtypes", "seed") if k not in fields]
+        if unknown or missing:
+            what = ", ".join(([f"unknown {', '.join(unknown)}"] if unknown else [])
+                             + ([f"missing {', '.join(missing)}"] if missing else []))
+            raise HarnessError(f"--replay {text!r}: {what}; {expected}")
+        numbers = {}
+        for key in ("h", "w", "batch", "seed"):
+            try:
+                numbers[key] = int(fields[key])
+            except ValueError:
+                raise HarnessError(f"--replay {text!r}: {key}={fields[key]!r} is not an integer; {expected}") from None
+        return cls(height=numbers["h"], width=numbers["w"], batch=numbers["batch"],
+                   dtypes=tuple(d.strip() for d in fields["dtypes"].split("+")), seed=numbers["seed"])
+
+    def check_replay(self, case) -> None:
+        """HarnessError (one line) unless `case` declares this example: positive sizes and
+        batch, a seed >= 0, one declared dtype per input, a size and batch in its space."""
+        text = self.replay_arg()
+        for key, value in (("h", self.height), ("w", self.width), ("batch", self.batch)):
+            if value < 1:
+                raise HarnessError(f"--replay {text!r}: {key}={value}; expected a positive integer")
+        if self.seed < 0:
+            raise HarnessError(f"--replay {text!r}: seed={self.seed}; expected an integer >= 0")
+        names = case.input_names
+        if len(self.dtypes) != len(names):
+            raise HarnessError(f"--replay {text!r}: {len(self.dtypes)} dtype(s) for model case {case.name}, which has "
+                               f"{len(names)} input(s) ({', '.join(names)}); expected one dtype per input, joined "
+                               "with +")
+        for spec, dtype in zip(case.inputs, self.dtypes):
+            if dtype not in spec.dtypes:
+                raise HarnessError(f"--replay {text!r}: dtype {dtype!r} for input '{spec.name}' of {case.name}; "
+                                   f"expected one it declares: {', '.join(spec.dtypes)}")
+        why = case.sizes.why_not(self.height, self.width)
+        if why:
+            raise HarnessError(f"--replay {text!r}: {self.height}x{self.width} (HxW) is not a size {case.name} "
+                               f"declares ({why}); expected {case.sizes.describe()}")
+        if self.batch > case.max_batch:
+            raise HarnessError(f"--replay {text!r}: batch={self.batch}; {case.name} declares batch 1 to "
+                               f"{case.max_batch}")
 
     def describe(self) -> str:
         return f"{self.height}x{self.width} (HxW) batch {self.batch} dtypes {'/'.join(self.dtypes)} seed {self.seed}"

@@ -277,7 +277,7 @@ CASE = ModelCase(
     to_instances=to_instances,
     max_batch=1,  # torchvision detection export takes one image
     spatial_binding="dynamic",
-    judging=Judging(score_threshold=SCORE_THRESHOLD, topk=DETECTIONS_PER_IMAGE),
+    judging=Judging(score_threshold=SCORE_THRESHOLD, topk=DETECTIONS_PER_IMAGE, nms_iou_threshold=0.5),  # torchvision's box_nms_thresh
     make_feed=rcnn_scene_feed(INPUTS),
     zoo=ZooEntry(source_files=(decoding.__file__,)),  # the decoder is functions, not modules: hash its file too
 )

@@ -7,10 +7,13 @@ Tables:
   cases  one row per checked case (one JSONL record): the case's key, verdict, worst
          errors, and the whole record as JSON.
 
-Status: a run is 'running' from its first recorded case until the session ends; then
-'complete' (the session finished, whatever the test outcomes; exit_status says those)
-or 'failed' (interrupted, internal error, a crashed xdist worker). A run killed outright
-stays 'running' forever, and nothing ever compares against it.
+Status: a run is 'running' from its start (the parity tests were collected) until the
+session ends; then 'complete' (the session finished and its reports were written,
+whatever the test outcomes; exit_status says those) or 'failed' (interrupted by Ctrl-C
+or SIGTERM, internal error, a crashed xdist worker, no case recorded, reports that could
+not be written). A run killed outright (SIGKILL) stays 'running' until the next run on
+the same reports directory finds it dead and marks it 'failed' (mark_abandoned); nothing
+ever compares against a run that is not 'complete'.
 
 Durability: every case is its own committed transaction, so a killed run keeps every
 case recorded before the kill. WAL journal with synchronous=NORMAL: a commit is in the
@@ -18,8 +21,8 @@ WAL file when commit() returns, which survives the process dying (not a power cu
 which would cost the last commits, never the file's integrity); it also lets several
 xdist workers append while a reader looks.
 
-Rows are created lazily: a session that records no case (pytest tests/, --list-models)
-never creates a run row nor the file.
+Rows are created when a parity run starts: a session that collects no parity test
+(pytest tests/, --list-models, --collect-only) never creates a run row nor the file.
 """
 
 from __future__ import annotations
@@ -96,12 +99,13 @@ class RunIdentity:
     workerinput, so all of them write one run.
     """
 
-    db_path: str
+    db_path: Optional[str]  # None: no history (--history-db off); the run still has its uid
     uid: str
     started_at: str
     hypothesis_profile: str
     command: str
     workers: int
+    pid: int = 0  # the process that owns the run
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -145,6 +149,15 @@ class HistoryStore:
             )
         return self.run_id(identity.uid)
 
+    def mark_abandoned(self, uid: str) -> Optional[int]:
+        """A run still 'running' whose process is gone (killed before its session end):
+        mark it 'failed'. Returns its id when it was marked, else None."""
+        with self.connection:
+            changed = self.connection.execute(
+                "UPDATE runs SET status = 'failed', finished_at = ? WHERE uid = ? AND status = 'running'",
+                (utc_now(), uid)).rowcount
+        return self.run_id(uid) if changed else None
+
     def record_case(self, run_id: int, record: dict, worker: str = "") -> None:
         """One case, committed before returning (a kill after this loses nothing of it)."""
         worst = worst_errors(record)
@@ -183,7 +196,7 @@ class HistoryStore:
     def runs(self, limit: int = 50) -> list:
         """The latest runs, newest first, with their case and failure counts."""
         rows = self.connection.execute(
-            "SELECT r.*, COUNT(c.id) AS cases, SUM(c.verdict IN ('fail', 'error')) AS failed_cases"
+            "SELECT r.*, COUNT(c.id) AS cases, SUM(c.verdict IN ('fail', 'error', 'timeout')) AS failed_cases"
             " FROM runs r LEFT JOIN cases c ON c.run_id = r.id GROUP BY r.id ORDER BY r.id DESC LIMIT ?",
             (limit,),
         ).fetchall()

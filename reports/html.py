@@ -21,7 +21,7 @@ from reports.regressions import describe_rule
 from reports.summary import VERDICTS
 
 CHECK_ORDER = ("coverage", "parity", "batch", "determinism", "refusal")
-_SEVERITY = {"error": 5, "fail": 4, "refused": 3, "ambiguous": 2, "vacuous": 1, "pass": 0}
+_SEVERITY = {"error": 6, "timeout": 5, "fail": 4, "refused": 3, "ambiguous": 2, "vacuous": 1, "pass": 0}
 
 
 @dataclass
@@ -65,6 +65,8 @@ table { border-collapse: collapse; margin: 0.5em 0; } td, th { border: 1px solid
 th { background: #f4f4f4; text-align: left; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
 .pass { background: #e6f4ea; } .fail { background: #fbe3e4; } .ambiguous { background: #fff4d6; }
 .vacuous { background: #eeeeee; } .refused { background: #e3ecfb; } .error { background: #f6c6c8; }
+.timeout { background: #f3d0f0; } .status { padding: 0.6em 1em; border: 2px solid #c33; background: #fbe3e4; }
+.status.running { border-color: #c90; background: #fff4d6; }
 .regression { background: #fbe3e4; } code { font-size: 0.85em; word-break: break-all; }
 figure { display: inline-block; margin: 0.5em; vertical-align: top; max-width: 640px; }
 figcaption { font-size: 0.85em; } figure img { max-width: 100%; max-height: 520px; border: 1px solid #ccc; }
@@ -103,6 +105,7 @@ def _run_section(page: ReportPage) -> str:
     facts = [
         ("run", f"#{page.history.get('run_id', '-')} ({_e(run.get('status', '-'))}, exit status "
                 f"{_e(run.get('exit_status', '-'))})"),
+        ("run uid", f"<code>{_e(run.get('run_uid'))}</code>"),
         ("started / finished (UTC)", f"{_e(run.get('started_at'))} / {_e(run.get('finished_at'))}"),
         ("command", f"<code>{_e(run.get('command'))}</code>"),
         ("Hypothesis profile", _e(run.get("hypothesis_profile"))),
@@ -273,11 +276,25 @@ def _bench_section(page: ReportPage) -> str:
                       "warm median ms", "warm p99 ms", "warm runs", "throughput (img/s)"], body))
 
 
+def _status_banner(run: dict) -> str:
+    """A run that did not complete says so first: a stale green page is worse than none."""
+    status = run.get("status")
+    if status in (None, "complete"):
+        return ""
+    reason = run.get("status_reason") or ""
+    return (f"<p class='status' id='status'>This run is <strong>{_e(status)}</strong>"
+            + (f": {_e(reason)}" if reason else "") + ". The figures below are what it recorded.</p>")
+
+
 def render(page: ReportPage) -> str:
     run = page.run
     failing = sum(r["verdict"] == "fail" for r in page.records)
     errors = sum(r["verdict"] == "error" for r in page.records)
-    title = f"deploy parity: {len(page.records)} cases, {failing} failing" + (f", {errors} errors" if errors else "")
+    timeouts = sum(r["verdict"] == "timeout" for r in page.records)
+    title = (f"deploy parity: {len(page.records)} cases, {failing} failing" + (f", {errors} errors" if errors else "")
+             + (f", {timeouts} timed out" if timeouts else ""))
+    if run.get("status") not in (None, "complete"):
+        title += f" ({run['status']})"
     regressions = len(page.history.get("regressions") or [])
     banner = f" &middot; <strong>{regressions} metric regression(s)</strong>" if regressions else ""
     nav = " &middot; ".join(f"<a href='#{a}'>{t}</a>" for a, t in (
@@ -286,16 +303,70 @@ def render(page: ReportPage) -> str:
     return "".join([
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{_e(title)}</title><style>{_STYLE}</style><script>{_IMAGE_CHECK}</script></head><body>",
-        f"<h1>{_e(title)}</h1><p>{_e(run.get('started_at'))}{banner}</p><p>{nav}</p>",
+        f"<h1>{_e(title)}</h1>{_status_banner(run)}<p>{_e(run.get('started_at'))}{banner}</p><p>{nav}</p>",
         _run_section(page), _matrix_section(page), _summary_section(page), _history_section(page),
         _pictures_section(page), _histogram_section(page), _bench_section(page), _cases_section(page),
         "</body></html>",
     ])
 
 
-def write_page(page: ReportPage, directory: Path) -> Path:
-    path = Path(directory) / "index.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(render(page), encoding="utf-8")
+def render_progress(run: dict) -> str:
+    """The page while a run is in progress: who runs, since when, how many cases so far.
+    It stays if the run is killed outright, and says what that means."""
+    counts = run.get("verdicts") or {}
+    tally = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if counts.get(v)) or "none yet"
+    pid = run.get("pid")
+    return "".join([
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>deploy parity: run in progress ({_e(run.get('cases', 0))} cases so far)</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>deploy parity: run in progress ({_e(run.get('cases', 0))} cases so far)</h1>",
+        f"<p class='status running' id='status'>This run is <strong>running</strong>: started "
+        f"{_e(run.get('started_at'))} by process {_e(pid)}; {_e(run.get('cases', 0))} case(s) recorded so far "
+        f"({_e(tally)}), the last at {_e(run.get('updated_at'))}. Every recorded case is in "
+        "<code>results.jsonl</code>. If process "
+        f"{_e(pid)} is gone, the run was killed before its end; the next run on this directory marks it failed "
+        "in the history.</p>",
+        "<table>",
+        f"<tr><th>run uid</th><td><code>{_e(run.get('run_uid'))}</code></td></tr>",
+        f"<tr><th>command</th><td><code>{_e(run.get('command'))}</code></td></tr>",
+        f"<tr><th>Hypothesis profile</th><td>{_e(run.get('hypothesis_profile'))}</td></tr>",
+        "</table></body></html>",
+    ])
+
+
+def render_status_only(run: dict) -> str:
+    """The smallest page that still tells the truth: written when the full report could
+    not be (a full disk), so no earlier run's page is left claiming this run's place."""
+    counts = run.get("verdicts") or {}
+    tally = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if counts.get(v))
+    problems = "".join(f"<li><code>{_e(p)}</code></li>" for p in (run.get("report_problems") or [])[:5])
+    return "".join([
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>deploy parity: run {_e(run.get('status'))}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>deploy parity: run {_e(run.get('status'))} ({_e(run.get('cases', 0))} cases)</h1>",
+        _status_banner(run),
+        f"<p>run uid <code>{_e(run.get('run_uid'))}</code>, started {_e(run.get('started_at'))}"
+        + (f"; verdicts: {_e(tally)}" if tally else "") + "</p>",
+        f"<ul>{problems}</ul>" if problems else "",
+        "</body></html>",
+    ])
+
+
+def write_status_page(run: dict, directory: Path) -> Path:
+    return _replace_text(Path(directory) / "index.html", render_status_only(run))
+
+
+def _replace_text(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)  # a reader never sees half a page
     return path
+
+
+def write_page(page: ReportPage, directory: Path) -> Path:
+    return _replace_text(Path(directory) / "index.html", render(page))
+
+
+def write_progress_page(run: dict, directory: Path) -> Path:
+    return _replace_text(Path(directory) / "index.html", render_progress(run))

@@ -1,4 +1,5 @@
-"""One JSON line per checked case, flushed as it is written (a killed run keeps them)."""
+"""One JSON line per checked case, flushed as it is written (a killed run keeps them);
+and the merge of xdist workers' files into one."""
 
 from __future__ import annotations
 
@@ -44,4 +45,26 @@ def read_jsonl(path: Path) -> list:
             if number == len(lines) - 1 and not line.endswith("\n"):
                 break
             raise
+    return records
+
+
+def merge_jsonl(paths, merged: Path, run_uid: str = None) -> list:
+    """Concatenate the JSONL files in `paths` (those that exist) into `merged`, atomically;
+    returns the records. With `run_uid`, only records of that run are kept: a worker
+    directory left by an earlier run is never mistaken for this one's."""
+    records = []
+    for path in paths:
+        if Path(path).is_file():
+            records += [r for r in read_jsonl(path) if run_uid is None or r.get("run") == run_uid]
+    merged = Path(merged)
+    merged.parent.mkdir(parents=True, exist_ok=True)
+    tmp = merged.with_name(f".{merged.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, sort_keys=True) + "\n")
+        os.replace(tmp, merged)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return records

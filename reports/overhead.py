@@ -8,7 +8,7 @@ adds them up, so the ratio is per unit of worker time, not of the run's wall clo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 
 @dataclass
@@ -19,6 +19,7 @@ class ProcessTimes:
     exports: int = 0
     export_cache_hits: int = 0
     export_seconds: float = 0.0
+    export_rebuilt: list = field(default_factory=list)  # cache entries not trusted, and why
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -43,6 +44,7 @@ def measure_process(pool, started: float, now: float) -> ProcessTimes:
         exports=STATS.exports,
         export_cache_hits=STATS.cache_hits,
         export_seconds=STATS.export_seconds,
+        export_rebuilt=list(STATS.rebuilt),
     )
 
 

@@ -1,21 +1,28 @@
-"""Everything written at the end of a run, from its records: run.json, the history's
-verdict on the run (complete or failed, regressions), the pictures, the HTML page.
+"""Everything written about a run: while it runs, run.json and index.html say it is in
+progress and how far it got (`write_progress`); at its end, from its records, run.json,
+the history's verdict on the run (complete or failed, regressions), the pictures, the
+HTML page (`write_run_reports`).
 
-Called once per session by the process that owns the run (the single pytest process,
-or the xdist controller after merging its workers' records). Never on the hot path.
+Called by the process that owns the run (the single pytest process, or the xdist
+controller after merging its workers' records). Every file is written to a temporary
+name and renamed into place, so a reader (or a kill) never meets half of one. A file
+that cannot be written is a problem in WrittenReports.problems, never an exception:
+the plugin turns problems into one error line and a non-zero exit status.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 from reports.history import HistoryStore, RunIdentity, utc_now, worst_by_group
-from reports.html import Picture, ReportPage, write_page
+from reports.html import Picture, ReportPage, write_page, write_progress_page, write_status_page
 from reports.metrics import ERROR_METRICS, worst_errors
 from reports.regressions import find_regressions
 from reports.summary import summarise
@@ -30,9 +37,15 @@ class RunOutcome:
     """How the session ended, as the plugin saw it."""
 
     exit_status: int
-    status: str  # "complete" | "failed"
+    status: str  # "complete" | "failed" | "interrupted" (run.json; the history says "failed" for both)
     overhead: dict  # reports.overhead.overhead_figures
-    exports: dict  # exports, export_cache_hits, export_seconds
+    exports: dict  # exports, export_cache_hits, export_seconds, export_rebuilt
+    status_reason: str = ""  # why a run is not complete, in words
+    problems: list = field(default_factory=list)  # report-writing problems met during the run
+
+    @property
+    def history_status(self) -> str:
+        return "complete" if self.status == "complete" else "failed"
 
 
 @dataclass
@@ -50,8 +63,47 @@ class WrittenReports:
     seconds: float = 0.0  # spent writing all of this, at session end
 
 
+def write_json(path: Path, data) -> None:
+    """`data` as JSON at `path`, atomically (temporary file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def running_summary(identity: RunIdentity, records_count: int, verdicts: Counter, history_db: Optional[str]) -> dict:
+    """run.json while the run is in progress."""
+    return {
+        "status": "running",
+        "status_reason": "in progress (or killed before its end, if its process is gone)",
+        "run_uid": identity.uid,
+        "pid": identity.pid or os.getpid(),
+        "started_at": identity.started_at,
+        "updated_at": utc_now(),
+        "hypothesis_profile": identity.hypothesis_profile,
+        "command": identity.command,
+        "cases": records_count,
+        "verdicts": dict(verdicts),
+        "results": "results.jsonl",
+        "history": {"db": history_db},
+    }
+
+
+def write_progress(directory: Path, identity: RunIdentity, records_count: int, verdicts: Counter,
+                   html: bool = True) -> None:
+    """run.json (status 'running', cases so far) and the in-progress index.html. Raises OSError."""
+    run = running_summary(identity, records_count, verdicts, identity.db_path)
+    write_json(Path(directory) / "run.json", run)
+    if html:
+        write_progress_page(run, Path(directory))
+
+
 def _history(store: HistoryStore, identity: RunIdentity, outcome: RunOutcome, records: list) -> dict:
-    store.finish_run(identity.uid, outcome.status, outcome.exit_status, outcome.overhead["wall_seconds"],
+    store.finish_run(identity.uid, outcome.history_status, outcome.exit_status, outcome.overhead["wall_seconds"],
                      outcome.overhead["inference_seconds"])
     run_id = store.run_id(identity.uid)
     current = worst_by_group(records)
@@ -133,17 +185,22 @@ def _bench(directory: Path) -> Optional[dict]:
         return None
 
 
-def write_run_reports(*, directory: Path, records: list, identity: Optional[RunIdentity], outcome: RunOutcome,
+def write_run_reports(*, directory: Path, records: list, identity: RunIdentity, outcome: RunOutcome,
                       environment: Callable[[], dict], picture_cap: int, registry, backends: dict,
                       make_pool: Callable, html: bool = True, workers: list = ()) -> WrittenReports:
-    """workers: per xdist worker, {"id", "gpu", "torch_threads", "cases"} (empty without xdist)."""
+    """workers: per xdist worker, {"id", "gpu", "torch_threads", "cases"} (empty without xdist).
+
+    Never raises for a file it cannot write: each is a problem in the result. When one
+    is met after the history said 'complete', the history run is marked 'failed' and
+    run.json is rewritten to say why (if it can be)."""
     start = time.perf_counter()
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     rows = summarise(records)
-    written = WrittenReports(rows=rows, run={})
+    written = WrittenReports(rows=rows, run={}, problems=list(outcome.problems))
+    if written.problems and outcome.status == "complete":
+        outcome.status, outcome.status_reason = "failed", "reports could not be written: " + written.problems[0]
     history: dict = {}
-    if identity is not None:
+    if identity.db_path is not None:
         try:
             store = HistoryStore(Path(identity.db_path))
             try:
@@ -155,6 +212,10 @@ def write_run_reports(*, directory: Path, records: list, identity: Optional[RunI
     written.run_id = history.get("run_id")
     written.regressions = history.get("regressions", [])
     written.baseline_run_ids = history.get("baseline_run_ids", [])
+    try:
+        env = environment()
+    except Exception as error:  # noqa: BLE001 - a machine description is not worth losing the reports
+        env = {"error": f"{type(error).__name__}: {error}"}
     run = {
         # The keys run.json always had, first.
         "wall_seconds": outcome.overhead["wall_seconds"],
@@ -165,21 +226,66 @@ def write_run_reports(*, directory: Path, records: list, identity: Optional[RunI
         "rows": rows,
         "overhead": outcome.overhead,
         "status": outcome.status,
+        "status_reason": outcome.status_reason,
         "exit_status": outcome.exit_status,
-        "started_at": identity.started_at if identity else None,
+        "run_uid": identity.uid,
+        "pid": identity.pid or os.getpid(),
+        "started_at": identity.started_at,
         "finished_at": utc_now(),
-        "hypothesis_profile": identity.hypothesis_profile if identity else None,
-        "command": identity.command if identity else None,
-        "environment": environment(),
+        "hypothesis_profile": identity.hypothesis_profile,
+        "command": identity.command,
+        "results": "results.jsonl",
+        "environment": env,
         "workers": list(workers),
         "history": {k: history[k] for k in ("db", "run_id", "baseline_run_ids", "regressions") if k in history},
     }
     written.run = run
-    (directory / "run.json").write_text(json.dumps(run, indent=1, default=str))
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        write_json(directory / "run.json", run)
+    except Exception as error:  # noqa: BLE001 - said once at the end, never a verdict
+        written.problems.append(f"{directory / 'run.json'}: {type(error).__name__}: {error}")
     if html:
         _write_html(written, directory, records, rows, run, history, picture_cap, registry, backends, make_pool)
+    if written.problems:
+        _settle_failed(written, identity, outcome, directory, html, records)
     written.seconds = time.perf_counter() - start
     return written
+
+
+def _settle_failed(written: WrittenReports, identity: RunIdentity, outcome: RunOutcome, directory: Path,
+                   html: bool, records: list) -> None:
+    """Reports could not all be written: whatever could be must say the run failed and
+    why, and none may be left claiming otherwise. The history run is marked failed;
+    run.json is rewritten (whole, else a minimal one); index.html, if the page could not
+    be written, becomes a minimal page saying so."""
+    if written.run.get("status") == "complete":
+        written.run.update(status="failed", status_reason="reports could not be written: " + written.problems[0])
+    written.run["report_problems"] = list(written.problems)
+    if identity.db_path is not None:
+        try:
+            store = HistoryStore(Path(identity.db_path))
+            try:
+                store.finish_run(identity.uid, "failed", outcome.exit_status, outcome.overhead["wall_seconds"],
+                                 outcome.overhead["inference_seconds"])
+            finally:
+                store.close()
+        except Exception:  # noqa: BLE001 - already said: the first problem is the one to fix
+            pass
+    minimal = {key: written.run.get(key) for key in ("status", "status_reason", "exit_status", "run_uid", "pid",
+                                                        "started_at", "finished_at", "cases", "report_problems")}
+    minimal["verdicts"] = dict(Counter(r.get("verdict") for r in records))
+    for data in (written.run, minimal):
+        try:
+            write_json(directory / "run.json", data)
+            break
+        except Exception:  # noqa: BLE001 - as above
+            continue
+    if html and written.html is None:
+        try:
+            write_status_page(minimal, directory)
+        except Exception:  # noqa: BLE001 - as above
+            pass
 
 
 def _write_html(written, directory, records, rows, run, history, picture_cap, registry, backends, make_pool):
@@ -196,5 +302,7 @@ def _write_html(written, directory, records, rows, run, history, picture_cap, re
         written.html = write_page(page, directory)
         written.pictures = sum(p.file is not None for p in page.pictures)
     except Exception as error:  # noqa: BLE001 - say why, keep the run's other reports and exit status
-        written.problems.append(f"HTML report: {type(error).__name__}: {error}\n{traceback.format_exc(limit=4)}")
+        where = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+        at = f" (at {Path(where.filename).name}:{where.lineno})" if where else ""
+        written.problems.append(f"{directory / 'index.html'}: {type(error).__name__}: {error}{at}")
     return written

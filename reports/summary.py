@@ -7,7 +7,7 @@ from collections import defaultdict
 
 from reports.metrics import ERROR_METRICS, group_key, worst_errors
 
-VERDICTS = ("pass", "fail", "error", "ambiguous", "vacuous", "refused")
+VERDICTS = ("pass", "fail", "error", "timeout", "ambiguous", "vacuous", "refused")
 
 
 def summarise(records: list) -> list:
@@ -35,14 +35,14 @@ def summarise(records: list) -> list:
 
 
 def format_table(rows: list) -> str:
-    headers = ["model", "backend", "prec", "check", "cases", "pass", "fail", "error", "ambig", "vacuous", "refused",
-               "HxW seen", "worst kpt px", "worst box px", "worst abs"]
+    headers = ["model", "backend", "prec", "check", "cases", "pass", "fail", "error", "timeout", "ambig", "vacuous",
+               "refused", "HxW seen", "worst kpt px", "worst box px", "worst abs"]
 
     def fmt(v):
         return "-" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
 
     body = [[r["model"], r["backend"], r["precision"], r["check"], r["cases"], r["pass"], r["fail"], r.get("error", 0),
-             r["ambiguous"], r["vacuous"], r["refused"], f"{r['sizes']} ({r['non_square']} non-sq)", r["max_px"],
+             r.get("timeout", 0), r["ambiguous"], r["vacuous"], r["refused"], f"{r['sizes']} ({r['non_square']} non-sq)", r["max_px"],
              r["max_corner_px"], r["max_abs"]] for r in rows]
     body = [[fmt(v) for v in line] for line in body]
     widths = [max(len(h), *(len(line[i]) for line in body)) if body else len(h) for i, h in enumerate(headers)]

@@ -275,3 +275,29 @@ def test_rounding_scatter_has_no_systematic_shift(precision):
     comparisons, shift = _judge_with_shift(ref, cand, precision)
     assert shift.verdict == Verdict.PASS, shift.message
     assert all(c.verdict == Verdict.PASS for c in comparisons), messages(comparisons)
+
+
+# ---- NMS IoU threshold (seen on an H200: mask-rcnn under fp16) ---------------------------
+
+
+def _extra_box_at_iou(iou_target_box):
+    kept = [0.0, 0.5, 37.8, 85.6]
+    ref = Instances(boxes=[kept], scores=[0.987], labels=[1])
+    cand = Instances(boxes=[kept, iou_target_box], scores=[0.987, 0.40], labels=[1, 1])
+    return ref, cand
+
+
+def test_box_kept_at_the_nms_iou_threshold_on_one_side_is_ambiguous():
+    # IoU with the kept box is 0.501: fp32 suppressed it (> 0.5), fp16 rounding kept it.
+    ref, cand = _extra_box_at_iou([0.0, 7.9, 67.4, 90.6])
+    verdict, comparisons = judge(ref, cand, precision="fp16", score_threshold=0.3, nms_iou_threshold=0.5)
+    assert verdict == Verdict.AMBIGUOUS, messages(comparisons)
+    assert "NMS IoU threshold 0.5" in comparisons[0].message
+
+
+def test_extra_box_far_from_the_nms_iou_threshold_fails():
+    ref, cand = _extra_box_at_iou([0.0, 30.0, 37.8, 140.0])  # IoU ~0.4 with the kept box
+    verdict, comparisons = judge(ref, cand, precision="fp16", score_threshold=0.3, nms_iou_threshold=0.5)
+    assert verdict == Verdict.FAIL
+    verdict, _ = judge(*_extra_box_at_iou([0.0, 7.9, 67.4, 90.6]), precision="fp16", score_threshold=0.3)
+    assert verdict == Verdict.FAIL  # without the model's NMS threshold there is no evidence

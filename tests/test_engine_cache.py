@@ -72,8 +72,10 @@ def test_the_onnx_part_is_the_hash_of_the_files_bytes(tmp_path):
 
 
 def test_stale_reason_is_empty_for_a_matching_sidecar_and_names_the_foreign_part():
-    sidecar = {"parts": json.loads(json.dumps(key().parts()))}  # as read back from disk
+    sidecar = {"parts": json.loads(json.dumps(key().parts())), "key": key().digest()}  # as read back from disk
     assert stale_reason(sidecar, key()) == ""
+    assert "names key 'x'" in stale_reason({**sidecar, "key": "x"}, key())  # another entry's sidecar
+    assert "names key None" in stale_reason({"parts": sidecar["parts"]}, key())
     older = {"parts": {**sidecar["parts"], "tensorrt": "8.6.1"}}
     assert stale_reason(older, key()) == "built with TensorRT 8.6.1, this machine has TensorRT 10.3.0"
     other_gpu = {"parts": {**sidecar["parts"], "gpu": "Tesla T4"}}

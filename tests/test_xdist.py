@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import pytest
 
-from reports.workers import case_of_test, gpu_for_worker, scheduling_scope, threads_per_worker, visible_gpus
+from fixtures.scheduling import case_of_test, gpu_for_worker, scheduling_scope, threads_per_worker, visible_gpus
 from tests.suite_runs import run_suite
 
 NODE = "suites/test_parity.py::test_parity[pose-rtmo@onnxrt-cpu]"

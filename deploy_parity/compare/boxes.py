@@ -23,7 +23,7 @@ import numpy as np
 
 from .instances import Instances
 from .tolerances import ResolvedTolerance
-from .verdict import Comparison, Verdict
+from .verdict import Comparison, Verdict, side_name
 
 # Pairs overlapping less than this are not the same object. Deliberately far below any
 # tolerance's min_iou: a badly shifted box should be reported as "IoU 0.6 < 0.99", not
@@ -191,7 +191,7 @@ def _nonfinite_message(ref: Instances, cand: Instances) -> Optional[tuple]:
                 value = array[where]
                 index = ", ".join(str(i) for i in where)
                 return (
-                    f"{side} {name}[{index}] is {value} (instance {where[0]}); a non-finite "
+                    f"{side_name(side)} {name}[{index}] is {value} (instance {where[0]}); a non-finite "
                     "output never passes",
                     {"side": side, "field": name, "index": list(where), "value": str(value)},
                 )
@@ -220,8 +220,8 @@ def _score_boundaries(ref, cand, score_threshold, topk):
     threshold = [] if score_threshold is None else [("score threshold", float(score_threshold))]
     cut_ref, cut_cand = _topk_cut(ref, topk), _topk_cut(cand, topk)
     cuts = [
-        (f"top-k cut of the {name}", cut)
-        for name, cut in (("reference", cut_ref), ("candidate", cut_cand))
+        (f"top-k cut of the {side_name(role)}", cut)
+        for role, cut in (("reference", cut_ref), ("candidate", cut_cand))
         if cut is not None
     ]
     ref_only = threshold + (cuts if cut_cand is not None else [])
@@ -265,7 +265,8 @@ def _judge_unmatched(side, inst, other, indices, overlaps_of, threshold, margin,
         overlaps = overlaps_of(i)
         if overlaps.size and overlaps.max() > 0:
             j = int(overlaps.argmax())
-            nearby = f"best IoU {overlaps[j]:.2f} with {other_side} instance {j}, {_describe_instance(other, j)}"
+            nearby = (f"best IoU {overlaps[j]:.2f} with {side_name(other_side)} instance {j}, "
+                      f"{_describe_instance(other, j)}")
         else:
             nearby = "it overlaps nothing there"
         if nearest:
@@ -276,8 +277,8 @@ def _judge_unmatched(side, inst, other, indices, overlaps_of, threshold, margin,
         else:
             why = "no score threshold or top-k cut can explain a missing instance"
         record["description"] = (
-            f"{side} instance {i} ({_describe_instance(inst, i)}) has no match in the "
-            f"{other_side} ({nearby}); {why}"
+            f"{side_name(side)} instance {i} ({_describe_instance(inst, i)}) has no match in the "
+            f"{side_name(other_side)} ({nearby}); {why}"
         )
         failing.append(record)
     return ignored, ambiguous, failing
@@ -309,11 +310,35 @@ def nms_tie(ref: Instances, cand_box, tol: ResolvedTolerance, kept_by: Optional[
     s = int(np.flatnonzero(hits)[0])
     k = int(by[s])
     return {
-        "boundary": f"NMS tie with reference instance {k}",
+        "boundary": f"NMS tie with {side_name('reference')} instance {k}",
         "boundary_value": float(ref.scores[k]),
         "distance": float(abs(scores[s] - ref.scores[k])),
         "suppressed_box": [float(v) for v in boxes[s]],
         "suppressed_score": float(scores[s]),
+    }
+
+
+def nms_iou_boundary(inst: Instances, other: Instances, i: int, overlaps, nms_iou_threshold: Optional[float],
+                     tol: ResolvedTolerance) -> Optional[dict]:
+    """Evidence that instance `i`, present on one side only, sits at the model's NMS IoU
+    threshold: it overlaps a same-label instance of the other side by an IoU within the
+    IoU the tolerance lets a pair move (1 - min_iou) of the threshold. Kept where its
+    overlap came out just below the threshold, suppressed where just above: which side
+    of it a box falls is rounding (seen on an H200: mask-rcnn under fp16 kept a box at
+    IoU 0.50 with a kept neighbour that fp32 suppressed at torchvision's 0.5)."""
+    if nms_iou_threshold is None or overlaps.size == 0:
+        return None
+    margin = 1.0 - float(tol["min_iou"])
+    near = np.abs(np.nan_to_num(overlaps, nan=-1.0) - nms_iou_threshold) <= margin
+    if inst.labels is not None and other.labels is not None:
+        near &= np.asarray(other.labels).reshape(-1) == np.asarray(inst.labels).reshape(-1)[i]
+    if not near.any():
+        return None
+    j = int(np.flatnonzero(near)[np.argmin(np.abs(overlaps[near] - nms_iou_threshold))])
+    return {
+        "boundary": f"NMS IoU threshold {nms_iou_threshold:g} (IoU {overlaps[j]:.3f} with instance {j} of the other side)",
+        "boundary_value": float(nms_iou_threshold),
+        "distance": float(abs(overlaps[j] - nms_iou_threshold)),
     }
 
 
@@ -394,8 +419,8 @@ def _judge_pairs(ref, cand, pairs, tol, boundary_distance, margin) -> tuple[list
             "score_abs": float(score),
             "ref_score": float(ref.scores[r]),
             "description": (
-                f"reference instance {r} ({_describe_instance(ref, r)}) vs candidate instance "
-                f"{c} ({_describe_instance(cand, c)}): {lead} (IoU {iou:.4f}, corner error "
+                f"{side_name('reference')} instance {r} ({_describe_instance(ref, r)}) vs "
+                f"{side_name('candidate')} instance {c} ({_describe_instance(cand, c)}): {lead} (IoU {iou:.4f}, corner error "
                 f"{corner:.3g} px, score difference {score:.3g})"
             ),
         }
@@ -407,13 +432,15 @@ def _judge_pairs(ref, cand, pairs, tol, boundary_distance, margin) -> tuple[list
             cand_at, cand_boundary, _ = boundary_distance("candidate", cand.scores[c])
             tie = nms_tie(ref, cand.boxes[c], tol, kept_by=r)
             if tie is not None:
-                record.update(tie, why=f"the candidate kept a box the reference suppressed in NMS "
+                record.update(tie, why=f"the {side_name('candidate')} kept a box the {side_name('reference')} "
+                                       "suppressed in NMS "
                                        f"for a score tied within {tie['distance']:.3g} ({tie['boundary']})")
                 excused.append(record)
                 continue
             if ref_at <= margin and cand_at <= margin:
-                record["why"] = (f"both sit at a score boundary (reference {ref_at:.3g} from the {ref_boundary}, "
-                                 f"candidate {cand_at:.3g} from the {cand_boundary}): different objects kept at the cut")
+                record["why"] = (f"both sit at a score boundary ({side_name('reference')} {ref_at:.3g} from the "
+                                 f"{ref_boundary}, {side_name('candidate')} {cand_at:.3g} from the {cand_boundary}): "
+                                 "different objects kept at the cut")
                 excused.append(record)
                 continue
         failures.append(record)
@@ -436,8 +463,12 @@ def compare_boxes(
     score_threshold: Optional[float] = None,
     topk: Optional[int] = None,
     output: str = "boxes",
+    nms_iou_threshold: Optional[float] = None,
 ) -> tuple[Comparison, Matching]:
-    """Match by IoU, then judge pairs (IoU, corners, score, label) and leftovers."""
+    """Match by IoU, then judge pairs (IoU, corners, score, label) and leftovers.
+
+    nms_iou_threshold: the model's own NMS IoU threshold; an instance on one side only
+    that overlaps a same-label instance of the other side at that IoU is ambiguous."""
     margin = float(tol["ambiguity_margin"])
     matching = match_instances(ref, cand)
 
@@ -472,7 +503,7 @@ def compare_boxes(
         has, lacks = ("reference", "candidate") if ref.labels is not None else ("candidate", "reference")
         return result(
             Verdict.FAIL,
-            f"the {has} has class labels and the {lacks} has none: the two outputs are "
+            f"the {side_name(has)} has class labels and the {side_name(lacks)} has none: the two outputs are "
             "not decoded the same way",
         )
 
@@ -488,10 +519,13 @@ def compare_boxes(
     ignored_ref, ambiguous_ref, failing_ref = _judge_unmatched(
         "reference", ref, cand, matching.unmatched_ref, lambda i: matching.iou[i, :],
         score_threshold, margin, ref_boundaries,
+        nms_tie_of=lambda i: nms_iou_boundary(ref, cand, i, matching.iou[i, :], nms_iou_threshold, tol),
     )
     ignored_cand, ambiguous_cand, failing_cand = _judge_unmatched(
         "candidate", cand, ref, matching.unmatched_cand, lambda j: matching.iou[:, j],
-        score_threshold, margin, cand_boundaries, nms_tie_of=lambda j: nms_tie(ref, cand.boxes[j], tol),
+        score_threshold, margin, cand_boundaries,
+        nms_tie_of=lambda j: (nms_tie(ref, cand.boxes[j], tol)
+                              or nms_iou_boundary(cand, ref, j, matching.iou[:, j], nms_iou_threshold, tol)),
     )
     pair_failures, excused_pairs = _judge_pairs(ref, cand, pairs, tol, boundary_distance, margin)
     matching.excused = {(rec["ref_index"], rec["cand_index"]) for rec in excused_pairs}
@@ -504,14 +538,15 @@ def compare_boxes(
             worst = max(failing_cand, key=lambda r: r["score"])
             return result(
                 Verdict.FAIL,
-                f"the reference found nothing but the candidate reports {len(failing_cand)} "
+                f"the {side_name('reference')} found nothing but the {side_name('candidate')} reports "
+                f"{len(failing_cand)} "
                 f"confident instance(s); worst: {worst['description']}",
                 {"worst": worst, "unmatched": failing_cand[:EVIDENCE_LIMIT]},
             )
-        at_boundary = f" (the candidate's {len(cand)} lie at the score boundary or below it)" if len(cand) else ""
+        at_boundary = f" (the {side_name('candidate')}'s {len(cand)} lie at the score boundary or below it)" if len(cand) else ""
         return result(
             Verdict.VACUOUS,
-            "the reference has no instances; nothing to compare" + at_boundary,
+            f"the {side_name('reference')} has no instances; nothing to compare" + at_boundary,
             {"ambiguous": ambiguous[:EVIDENCE_LIMIT]},
         )
 
@@ -524,7 +559,8 @@ def compare_boxes(
         else:
             worst = _confident_first(sorted(pair_failures, key=lambda r: -r["excess"]), score_threshold)[0]
         summary = (
-            f"{len(failing_ref)} reference and {len(failing_cand)} candidate instance(s) "
+            f"{len(failing_ref)} {side_name('reference')} and {len(failing_cand)} {side_name('candidate')} "
+            "instance(s) "
             f"unmatched, {len(pair_failures)} matched pair(s) out of tolerance, "
             f"{len(ambiguous)} ambiguous"
         )
@@ -544,12 +580,13 @@ def compare_boxes(
         if "why" in first:  # an excused pair
             detail = f"e.g. {first['description']}; excused: {first['why']}"
         else:
-            detail = (f"e.g. {first['side']} instance {first['index']} (box {format_box(first['box'])}, score "
+            detail = (f"e.g. {side_name(first['side'])} instance {first['index']} (box {format_box(first['box'])}, score "
                       f"{first['score']:.6g}) is {first['distance']:.3g} from the {first['boundary']} "
                       f"{first['boundary_value']:.6g}")
         return result(
             Verdict.AMBIGUOUS,
-            f"{len(ambiguous)} instance(s) or pair(s) differ only where the reference sits on a decision "
+            f"{len(ambiguous)} instance(s) or pair(s) differ only where the {side_name('reference')} sits on a "
+            "decision "
             f"boundary (within {margin:g} of a score threshold, top-k cut or tied NMS competitor); {detail}",
             {"ambiguous": ambiguous[:EVIDENCE_LIMIT]},
         )
@@ -562,7 +599,7 @@ def compare_boxes(
     if score_threshold is not None and not (ref.scores >= score_threshold).any():
         return result(
             Verdict.VACUOUS,
-            f"the reference has no instance scoring >= {score_threshold:g} (best {ref.scores.max():.3g}); "
+            f"the {side_name('reference')} has no instance scoring >= {score_threshold:g} (best {ref.scores.max():.3g}); "
             f"{len(matching.pairs)} low-score pair(s) agree, which proves nothing",
         )
 

@@ -138,6 +138,7 @@ def compare_case_outputs(case, ref: dict, cand: dict, *, backend: str, precision
             index_wise_keypoints=case.index_wise_keypoints,
             label=f"{prefix}sample {index}",
             deltas=deltas,
+            nms_iou_threshold=case.nms_iou_threshold,
         )
     shift = compare_systematic_shift(deltas, backend=backend, precision=precision, model=case.name,
                                      overrides=case.tolerance_overrides, output=f"{prefix}all samples / shift")

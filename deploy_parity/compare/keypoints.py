@@ -15,7 +15,7 @@ import numpy as np
 from .boxes import Matching, box_area, first_nonfinite, score_limit
 from .instances import Instances
 from .tolerances import ResolvedTolerance
-from .verdict import Comparison, Verdict
+from .verdict import Comparison, Verdict, side_name
 
 # COCO's 17 person keypoints, in COCO's order (the order COCO-trained heads emit, and
 # the one the zoo's scene skeleton follows).
@@ -96,7 +96,7 @@ def compare_keypoints(
 
     if ref.keypoints is None or cand.keypoints is None:
         has = "reference" if ref.keypoints is not None else "candidate"
-        return result(Verdict.FAIL, {}, f"only the {has} has keypoints")
+        return result(Verdict.FAIL, {}, f"only the {side_name(has)} has keypoints")
 
     ref_kp = np.asarray(ref.keypoints, dtype=np.float64)
     cand_kp = np.asarray(cand.keypoints, dtype=np.float64)
@@ -110,7 +110,7 @@ def compare_keypoints(
             return result(
                 Verdict.FAIL,
                 {},
-                f"{side} instance {i} keypoint {j} ({names[j] if j < len(names) else j}) "
+                f"{side_name(side)} instance {i} keypoint {j} ({names[j] if j < len(names) else j}) "
                 f"{'xys'[coord]} is {kp[where]}; a non-finite output never passes",
                 {"nonfinite": {"side": side, "index": list(where), "value": str(kp[where])}},
             )
@@ -118,8 +118,8 @@ def compare_keypoints(
         return result(
             Verdict.FAIL,
             {},
-            f"keypoint layout differs: reference {ref_kp.shape[1:]} per instance, "
-            f"candidate {cand_kp.shape[1:]}",
+            f"keypoint layout differs: {side_name('reference')} {ref_kp.shape[1:]} per instance, "
+            f"{side_name('candidate')} {cand_kp.shape[1:]}",
         )
 
     if index_wise:
@@ -127,7 +127,8 @@ def compare_keypoints(
             return result(
                 Verdict.FAIL,
                 {"n_ref": len(ref), "n_cand": len(cand)},
-                f"fixed-layout output: the reference has {len(ref)} instances, the candidate {len(cand)}",
+                f"fixed-layout output: the {side_name('reference')} has {len(ref)} instances, the "
+                f"{side_name('candidate')} {len(cand)}",
             )
         ref_idx = cand_idx = np.arange(len(ref), dtype=np.intp)
     else:
@@ -139,7 +140,7 @@ def compare_keypoints(
         return result(
             Verdict.VACUOUS,
             {"n_pairs": 0},
-            "no matched instance carries reference keypoints; nothing to compare",
+            f"no matched instance carries {side_name('reference')} keypoints; nothing to compare",
         )
 
     sigmas = _sigmas_for(k, sigmas)
@@ -198,7 +199,7 @@ def compare_keypoints(
         i_ref, i_cand = int(ref_idx[p]), int(cand_idx[p])
         dx, dy = delta[p, j]
         mostly = "x" if dx >= dy else "y"
-        other = "" if i_ref == i_cand else f" (candidate instance {i_cand})"
+        other = "" if i_ref == i_cand else f" ({side_name('candidate')} instance {i_cand})"
         return (
             f"instance {i_ref} keypoint {j} ({names[j]}): {distance[p, j]:.1f} px "
             f"(x {dx:.1f}, y {dy:.1f}){limit}, mostly in {mostly}{other}"
@@ -266,7 +267,7 @@ def compare_keypoints(
         return result(
             Verdict.AMBIGUOUS,
             metrics,
-            f"{keypoint_text(p, j)}, but the reference's two best heatmap peaks for it differ "
+            f"{keypoint_text(p, j)}, but the {side_name('reference')}'s two best heatmap peaks for it differ "
             f"by only {gap[p, j]:.3g} (< peak_gap {float(tol['peak_gap']):g}): a tie either "
             f"peak may win. {int(tie_breaks.sum())} such keypoint(s)",
             {"ties": records(tie_breaks | (tie & oks_low[:, None]))},

@@ -16,7 +16,7 @@ import numpy as np
 from .boxes import Matching, first_nonfinite
 from .instances import Instances
 from .tolerances import ResolvedTolerance
-from .verdict import Comparison, Verdict
+from .verdict import Comparison, Verdict, side_name
 
 EVIDENCE_LIMIT = 10
 
@@ -127,7 +127,7 @@ def compare_masks(
 
     if ref.masks is None or cand.masks is None:
         has = "reference" if ref.masks is not None else "candidate"
-        return result(Verdict.FAIL, {}, f"only the {has} has masks")
+        return result(Verdict.FAIL, {}, f"only the {side_name(has)} has masks")
     ref_masks, cand_masks = np.asarray(ref.masks), np.asarray(cand.masks)
 
     for side, masks in (("reference", ref_masks), ("candidate", cand_masks)):
@@ -137,7 +137,7 @@ def compare_masks(
             return result(
                 Verdict.FAIL,
                 {},
-                f"{side} mask of instance {i} is {masks[where]} at pixel (y {y}, x {x}); "
+                f"{side_name(side)} mask of instance {i} is {masks[where]} at pixel (y {y}, x {x}); "
                 "a non-finite output never passes",
                 {"nonfinite": {"side": side, "index": list(where), "value": str(masks[where])}},
             )
@@ -145,7 +145,8 @@ def compare_masks(
         return result(
             Verdict.FAIL,
             {},
-            f"mask size differs: reference {ref_masks.shape[1:]}, candidate {cand_masks.shape[1:]}",
+            f"mask size differs: {side_name('reference')} {ref_masks.shape[1:]}, {side_name('candidate')} "
+            f"{cand_masks.shape[1:]}",
         )
 
     ref_idx, cand_idx = matching.judged_pairs()
@@ -184,7 +185,7 @@ def compare_masks(
     }
     threshold_text = (
         f"; {metrics['n_threshold_flips']} of {metrics['n_threshold_px']} pixel(s) within {soft_limit:g} of the "
-        f"threshold {threshold:g} flipped (excused: the reference sits on the threshold)"
+        f"threshold {threshold:g} flipped (excused: the {side_name('reference')} sits on the threshold)"
         if metrics["n_threshold_px"] else ""
     )
     # A pair whose every pixel that differs sits at the threshold, and nothing else is on.
@@ -215,11 +216,11 @@ def compare_masks(
 
     def pair_text(p):
         r, c = int(ref_idx[p]), int(cand_idx[p])
-        other = "" if r == c else f" (candidate instance {c})"
+        other = "" if r == c else f" ({side_name('candidate')} instance {c})"
         differ = int(union[p] - stats["intersection"][p])
         return (
-            f"instance {r}{other}: mask IoU {iou[p]:.4f} ({stats['ref_px'][p]} reference px, "
-            f"{stats['cand_px'][p]} candidate px, {differ} differ), boundary disagreement "
+            f"instance {r}{other}: mask IoU {iou[p]:.4f} ({stats['ref_px'][p]} {side_name('reference')} px, "
+            f"{stats['cand_px'][p]} {side_name('candidate')} px, {differ} differ), boundary disagreement "
             f"{boundary_disagreement[p]:.1%} of {boundary_px(p)} boundary px, "
             f"soft max abs {soft_abs[p]:.3g}"
         )
@@ -264,7 +265,7 @@ def compare_masks(
         return result(
             Verdict.AMBIGUOUS,
             metrics,
-            f"{int(only_at_threshold.sum())} mask(s) differ only in pixels whose reference soft value lies "
+            f"{int(only_at_threshold.sum())} mask(s) differ only in pixels whose {side_name('reference')} soft value lies "
             f"within {soft_limit:g} of the threshold {threshold:g}; e.g. instance {int(ref_idx[p])}: "
             f"{int(stats['threshold_flips'][p])} of {int(stats['threshold_px'][p])} such pixel(s) flipped, "
             f"soft max abs {soft_abs[p]:.3g}",

@@ -18,7 +18,7 @@ import numpy as np
 from .boxes import Matching
 from .instances import Instances
 from .tolerances import ResolvedTolerance, lookup
-from .verdict import Comparison, Verdict
+from .verdict import Comparison, Verdict, side_name
 
 # Fewer points than this in an axis say nothing about a mean.
 MIN_POINTS = 3
@@ -85,7 +85,7 @@ def compare_systematic_shift(deltas: PointDeltas, *, backend: str, precision: st
         metrics[f"shift_{axis}_points"] = n
         if n >= MIN_POINTS and abs(mean) > floor and abs(mean) > z * standard_error:
             findings.append(
-                f"systematic shift {mean:+.2f} px in {axis} over {n} points (mean of candidate - reference; "
+                f"systematic shift {mean:+.2f} px in {axis} over {n} points (mean of {side_name('candidate')} - {side_name('reference')}; "
                 f"spread {spread:.2g} px, so {abs(mean) / max(standard_error, 1e-300):.3g} standard errors; "
                 f"floor {floor:g} px)"
             )

@@ -9,7 +9,7 @@ from .instances import Instances
 from .keypoints import compare_keypoints
 from .masks import compare_masks
 from .tolerances import lookup
-from .verdict import Comparison, Verdict
+from .verdict import Comparison, Verdict, side_name
 
 
 def _presence_failure(kind, output, ref_value, cand_value, tol) -> Comparison:
@@ -18,7 +18,7 @@ def _presence_failure(kind, output, ref_value, cand_value, tol) -> Comparison:
         kind=kind,
         output=output,
         verdict=Verdict.FAIL,
-        message=f"the {has} has {kind} and the {lacks} has none",
+        message=f"the {side_name(has)} has {kind} and the {side_name(lacks)} has none",
         tolerance=dict(tol.values),
         tolerance_source=tol.source,
     )
@@ -38,6 +38,7 @@ def compare_instances(
     index_wise_keypoints: bool = False,
     label: str = "",
     deltas=None,
+    nms_iou_threshold: Optional[float] = None,
 ) -> list[Comparison]:
     """Compare one image's instances; one Comparison per kind present on either side.
 
@@ -52,7 +53,7 @@ def compare_instances(
         return lookup(kind, backend, precision, overrides, model)
 
     box_comparison, matching = compare_boxes(
-        ref, cand, tolerance("boxes"), score_threshold=score_threshold, topk=topk, output=name("boxes")
+        ref, cand, tolerance("boxes"), score_threshold=score_threshold, topk=topk, output=name("boxes"), nms_iou_threshold=nms_iou_threshold
     )
     comparisons = [box_comparison]
     if deltas is not None:

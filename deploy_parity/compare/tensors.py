@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from deploy_parity.compare.tolerances import ResolvedTolerance
-from deploy_parity.compare.verdict import Comparison, Verdict
+from deploy_parity.compare.verdict import Comparison, Verdict, side_name
 
 
 def compare_tensors(ref: np.ndarray, cand: np.ndarray, tol: ResolvedTolerance, output: str, kind: str = "tensor") -> Comparison:
@@ -13,22 +13,28 @@ def compare_tensors(ref: np.ndarray, cand: np.ndarray, tol: ResolvedTolerance, o
     base = dict(kind=kind, output=output, tolerance=dict(tol.values), tolerance_source=tol.source)
     ref = np.asarray(ref)
     cand = np.asarray(cand)
+    ref_name, cand_name = side_name("reference"), side_name("candidate")
     if ref.shape != cand.shape:
-        return Comparison(verdict=Verdict.FAIL, message=f"{output}: shape {cand.shape} != reference {ref.shape}", **base)
+        return Comparison(verdict=Verdict.FAIL, message=f"{output}: shape {cand.shape} != {ref_name} {ref.shape}",
+                          **base)
     if (ref.dtype.kind in "iub") != (cand.dtype.kind in "iub"):
-        return Comparison(verdict=Verdict.FAIL, message=f"{output}: dtype {cand.dtype} vs reference {ref.dtype}", **base)
+        return Comparison(verdict=Verdict.FAIL, message=f"{output}: dtype {cand.dtype} vs {ref_name} {ref.dtype}",
+                          **base)
     if ref.size == 0:
         return Comparison(verdict=Verdict.VACUOUS, message=f"{output}: both empty, nothing compared", **base)
     a = ref.astype(np.float64)
     b = cand.astype(np.float64)
     bad_ref, bad_cand = ~np.isfinite(a), ~np.isfinite(b)
     if bad_ref.any() or bad_cand.any():
-        side = "candidate" if bad_cand.any() else "reference"
-        where = np.argwhere(bad_cand if bad_cand.any() else bad_ref)[0]
+        side = cand_name if bad_cand.any() else ref_name
+        values = b if bad_cand.any() else a
+        where = tuple(int(i) for i in np.argwhere(bad_cand if bad_cand.any() else bad_ref)[0])
+        value = values[where]
+        what = "NaN" if np.isnan(value) else ("+inf" if value > 0 else "-inf")
         return Comparison(
             verdict=Verdict.FAIL,
             metrics={"nonfinite_ref": int(bad_ref.sum()), "nonfinite_cand": int(bad_cand.sum())},
-            message=f"{output}: non-finite value in the {side} at index {tuple(int(i) for i in where)} (NaN never passes)",
+            message=f"{output}: {what} in the {side} at index {where} (a non-finite value never passes)",
             **base,
         )
     abs_err = np.abs(a - b)
@@ -48,7 +54,7 @@ def compare_tensors(ref: np.ndarray, cand: np.ndarray, tol: ResolvedTolerance, o
     failed = metrics["fraction_out"] > tol["max_fraction_out"]
     message = (
         f"{output}: {out.sum()} of {out.size} elements out of tolerance; worst at {tuple(int(i) for i in worst)}: "
-        f"reference {a[worst]:.6g}, candidate {b[worst]:.6g} (|diff| {abs_err[worst]:.3g}, "
+        f"{ref_name} {a[worst]:.6g}, {cand_name} {b[worst]:.6g} (|diff| {abs_err[worst]:.3g}, "
         f"max abs {metrics['max_abs']:.3g}, max rel {metrics['max_rel']:.3g})"
     )
     return Comparison(verdict=Verdict.FAIL if failed else Verdict.PASS, metrics=metrics, message=message, **base)

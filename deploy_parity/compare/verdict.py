@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import enum
 import math
 from dataclasses import dataclass, field
@@ -20,6 +22,9 @@ class Verdict(str, enum.Enum):
     # The artifact cannot take this input (size outside its accepted shapes): refused
     # with a clear message, neither a parity failure nor a pass.
     REFUSED = "refused"
+    # The check ran past the per-case time limit (--case-timeout): a hung or runaway
+    # inference, interrupted and recorded with its case. Never a pass.
+    TIMEOUT = "timeout"
     # The check itself raised (a backend error, a reader that crashed, a contract the
     # artifact breaks mid-run): recorded with the exception, never a pass and never lost.
     ERROR = "error"
@@ -36,7 +41,31 @@ ERROR_METRICS = {
 
 
 # Combining verdicts of several outputs of one case: the worst wins in this order.
-_SEVERITY = {Verdict.ERROR: 5, Verdict.FAIL: 4, Verdict.REFUSED: 3, Verdict.AMBIGUOUS: 2, Verdict.VACUOUS: 1, Verdict.PASS: 0}
+SEVERITY = {Verdict.ERROR: 6, Verdict.TIMEOUT: 5, Verdict.FAIL: 4, Verdict.REFUSED: 3, Verdict.AMBIGUOUS: 2,
+            Verdict.VACUOUS: 1, Verdict.PASS: 0}
+_SEVERITY = SEVERITY
+
+# What the two answers a comparator judges are called in its messages. A parity check
+# compares the eager reference with a backend's candidate; the batch check compares an
+# image run alone with the same image inside its batch, the determinism check two runs:
+# their messages must say so, not "reference" and "candidate".
+_SIDES = contextvars.ContextVar("deploy_parity_sides", default=("reference", "candidate"))
+
+
+def side_name(role: str) -> str:
+    """The name, in messages, of the "reference" or "candidate" side being compared now."""
+    ref, cand = _SIDES.get()
+    return ref if role == "reference" else cand
+
+
+@contextlib.contextmanager
+def side_names(reference: str, candidate: str):
+    """Within this block comparators call the two sides `reference` and `candidate`."""
+    token = _SIDES.set((reference, candidate))
+    try:
+        yield
+    finally:
+        _SIDES.reset(token)
 
 
 def combine(verdicts) -> Verdict:

@@ -3,6 +3,16 @@
 The cache key covers everything that changes the graph: the model's source code and
 weights, the deploy target (size, dtypes), the export options and the library
 versions. A second run with nothing changed exports nothing.
+
+A cache entry is trusted only after it is verified: next to every graph a sidecar JSON
+records the entry's key and the graph's sha256. A hit needs the sidecar to name this
+key, the graph's bytes to hash to the recorded sha256, and the graph to pass the ONNX
+checker. Anything else (no or unreadable sidecar, another entry's graph copied over
+this one, a truncated or edited file, a graph that no longer loads) is exported again,
+with a warning naming the entry and why (CacheEntryRebuilt; also in STATS.rebuilt and
+run.json). Each entry has a lock file: two processes wanting the same entry export it
+once, the second waits and then verifies the first one's graph. Graphs and sidecars are
+written to temporary files and renamed into place, so no reader ever sees half of one.
 """
 
 from __future__ import annotations
@@ -12,17 +22,20 @@ import logging
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass
+import warnings
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from deploy_parity.case import DeployTarget, ModelCase
-from deploy_parity.errors import ArtifactError, HarnessError
-from deploy_parity.hashing import json_hash, module_source_hash, state_dict_hash
+from deploy_parity.errors import ArtifactError, CacheEntryRebuilt, HarnessError
+from deploy_parity.hashing import json_hash, module_source_hash, sha256_file, state_dict_hash
+from deploy_parity.safe_paths import file_lock, inside
 
 log = logging.getLogger(__name__)
 
 EXPORTERS = ("torchscript", "dynamo")
+CACHE_FORMAT = 2  # sidecars with the entry's key and the graph's sha256
 DEFAULT_CACHE_DIR = Path(os.environ.get("PARITY_CACHE_DIR", Path.cwd() / ".parity_cache"))
 
 
@@ -46,10 +59,14 @@ class ExportStats:
     exports: int = 0
     cache_hits: int = 0
     export_seconds: float = 0.0
+    rebuilt: list = field(default_factory=list)  # "file name: why it was not trusted"
 
 
 STATS = ExportStats()
 _LOCK = threading.Lock()
+# Entries this process verified, by path: (inode, size, mtime_ns, key). A file changed
+# since is verified again; an unchanged one is not hashed and checked on every lookup.
+_VERIFIED: dict = {}
 
 
 def library_versions() -> dict:
@@ -94,27 +111,76 @@ def export_key(case: ModelCase, target: DeployTarget, options: ExportOptions, mo
     )[:24]
 
 
+def sidecar_path(path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def _stat_key(path: Path, key: str):
+    st = path.stat()
+    return (st.st_ino, st.st_size, st.st_mtime_ns, key)
+
+
+def verify_entry(path, key: str) -> str:
+    """Why the cached graph at `path` may not be used for `key` ("" when it may; "absent"
+    when there is none). Reads the sidecar, hashes the graph, runs the ONNX checker."""
+    path = Path(path)
+    if not path.is_file():
+        return "absent"
+    try:
+        sidecar = json.loads(sidecar_path(path).read_text())
+    except (OSError, ValueError):
+        return "no readable sidecar JSON next to it"
+    if not isinstance(sidecar, dict) or sidecar.get("format") != CACHE_FORMAT:
+        return "its sidecar was written by an older harness (no content hash)"
+    if sidecar.get("key") != key:
+        return f"its sidecar names key {sidecar.get('key')!r}, not this entry's {key!r} (copied from another entry?)"
+    if sha256_file(path) != sidecar.get("onnx_sha256"):
+        return ("the graph's bytes do not match the sha256 in its sidecar (replaced, edited or truncated after it was "
+                "exported)")
+    try:
+        check_onnx(path)
+    except ArtifactError as error:
+        return error.problem
+    return ""
+
+
 def export_onnx(
     case: ModelCase,
     target: DeployTarget,
     options: ExportOptions = ExportOptions(),
     cache_dir: Optional[Path] = None,
 ) -> Path:
-    """Path of the checked ONNX graph for (case, target, options), exporting on a miss."""
+    """Path of the checked ONNX graph for (case, target, options), exporting on a miss or
+    when the cached entry fails verification (see the module docstring)."""
     cache_dir = Path(cache_dir or DEFAULT_CACHE_DIR) / "onnx"
     module = case.build_deploy(target).eval()
     key = export_key(case, target, options, module)
-    path = cache_dir / f"{case.name}-{target.key()}-{key}.onnx"
+    path = inside(cache_dir, f"{case.name}-{target.key()}-{key}.onnx")
     with _LOCK:
-        if path.is_file():
-            STATS.cache_hits += 1
-            return path
+        try:
+            if _VERIFIED.get(str(path)) == _stat_key(path, key):
+                STATS.cache_hits += 1
+                return path
+        except OSError:
+            pass
         cache_dir.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-        _export(case, target, options, module, path)
-        STATS.exports += 1
-        STATS.export_seconds += time.perf_counter() - start
-        log.info("exported %s in %.1fs", path.name, time.perf_counter() - start)
+        with file_lock(inside(cache_dir, f".{path.stem}.lock")):  # another process may be exporting it
+            reason = verify_entry(path, key)
+            if not reason:
+                _VERIFIED[str(path)] = _stat_key(path, key)
+                STATS.cache_hits += 1
+                return path
+            if reason != "absent":
+                message = f"export cache entry {path} not trusted: {reason}; exporting it again"
+                log.warning(message)
+                warnings.warn(CacheEntryRebuilt(message), stacklevel=2)
+                STATS.rebuilt.append(f"{path.name}: {reason}")
+            start = time.perf_counter()
+            _export(case, target, options, module, path, key)
+            STATS.exports += 1
+            STATS.export_seconds += time.perf_counter() - start
+            _VERIFIED[str(path)] = _stat_key(path, key)
+            log.info("exported %s in %.1fs", path.name, time.perf_counter() - start)
     return path
 
 
@@ -137,7 +203,7 @@ def _flat_outputs_module(case, module):
     return NamedOutputs(module) if case.adapter is not None else module
 
 
-def _export(case, target, options, module, path: Path) -> None:
+def _export(case, target, options, module, path: Path, key: str) -> None:
     import torch
 
     module = _flat_outputs_module(case, module)
@@ -148,7 +214,8 @@ def _export(case, target, options, module, path: Path) -> None:
     width = target.width or sizes.export_width or sizes.min_side
     batch = min(2, case.max_batch)
     args = _sample_inputs(case, target, height, width, batch)
-    tmp = path.with_suffix(f".tmp{os.getpid()}.onnx")
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.onnx")
+    sidecar_tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.json")
     try:
         if options.exporter == "torchscript":
             torch.onnx.export(
@@ -175,18 +242,22 @@ def _export(case, target, options, module, path: Path) -> None:
             )
             program.save(str(tmp))
         check_onnx(tmp)
-        os.replace(tmp, path)  # atomic: a killed export never leaves a half-written cache entry
+        sidecar_tmp.write_text(json.dumps({
+            "format": CACHE_FORMAT, "key": key, "onnx_sha256": sha256_file(tmp), "case": case.name,
+            "target": asdict(target), "options": asdict(options), "versions": library_versions(),
+            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=1))
+        # Graph first, then its sidecar: a crash in between leaves a graph whose sidecar
+        # does not match it, which the next lookup rebuilds. Each rename is atomic.
+        os.replace(tmp, path)
+        os.replace(sidecar_tmp, sidecar_path(path))
     except ArtifactError:
         raise
     except Exception as exc:
         raise HarnessError(f"export of {case.name} ({target.key()}, {options.exporter}) failed: {exc}") from exc
     finally:
-        if tmp.exists():
-            tmp.unlink()
-    path.with_suffix(".json").write_text(
-        json.dumps({"case": case.name, "target": asdict(target), "options": asdict(options),
-                    "versions": library_versions()}, indent=1)
-    )
+        for leftover in (tmp, sidecar_tmp):
+            if leftover.exists():
+                leftover.unlink()
 
 
 def _dynamo_shapes(case, target):

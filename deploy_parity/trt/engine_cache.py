@@ -6,9 +6,11 @@ all five; the engine's file name is the key's digest and a sidecar JSON next to 
 (`<engine>.json`) stores the key parts, the engine's own hash and how it was built.
 
 On every lookup the sidecar is compared with the key we expect (`stale_reason`, a
-pure function). An entry whose sidecar is missing, unreadable, names another
-TensorRT version or GPU, or does not match the engine bytes (a copied cache, a
-half-written file, a hand-edit) is rebuilt, never deserialized blindly.
+pure function): its key digest and every key part. An entry whose sidecar is missing,
+unreadable, names another key, TensorRT version or GPU, or does not match the engine
+bytes (a copied cache, a half-written file, a hand-edit) is rebuilt with a warning
+naming it (CacheEntryRebuilt), never deserialized blindly. Each entry has a lock file:
+two processes needing the same engine build it once; the second waits, then verifies.
 
 A user's own .engine is never rebuilt (we do not have what it was built from): it
 needs a sidecar saying which TensorRT version, GPU and precision built it, and is
@@ -33,8 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Optional
 
-from deploy_parity.errors import ArtifactError
+import warnings
+
+from deploy_parity.errors import ArtifactError, CacheEntryRebuilt
 from deploy_parity.hashing import json_hash, sha256_bytes, sha256_file
+from deploy_parity.safe_paths import file_lock, inside
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +134,8 @@ def stale_reason(sidecar: Optional[Mapping], key: EngineKey) -> str:
     for part in ("format", "onnx_sha256", "precision", "builder_flags", "profiles"):
         if stored.get(part) != expected[part]:
             return f"key part {part!r} differs: cached {stored.get(part)!r}, wanted {expected[part]!r}"
+    if sidecar.get("key") != key.digest():
+        return f"the sidecar names key {sidecar.get('key')!r}, not this entry's {key.digest()!r}"
     return ""
 
 
@@ -184,12 +191,12 @@ class EngineCache:
         self.stats = CacheStats()
 
     def engine_path(self, key: EngineKey) -> Path:
-        return self.root / key.file_name()
+        return inside(self.root, key.file_name())
 
     def timing_cache_path(self, env: EngineEnv) -> Path:
         """One timing cache per (TensorRT version, GPU), shared by every build."""
         self.root.mkdir(parents=True, exist_ok=True)
-        return self.root / f"timing-trt{_slug(env.tensorrt)}-{_slug(env.gpu)}.cache"
+        return inside(self.root, f"timing-trt{_slug(env.tensorrt)}-{_slug(env.gpu)}.cache")
 
     def lookup(self, key: EngineKey) -> Optional[Path]:
         """The cached engine for `key`, or None (absent, or stale: then the reason is logged and recorded)."""
@@ -201,7 +208,9 @@ class EngineCache:
         if not reason and sidecar.get("engine_sha256") != sha256_file(path):
             reason = "the engine file does not match the hash in its sidecar (replaced or half-written)"
         if reason:
-            log.warning("not using cached engine %s: %s; rebuilding", path.name, reason)
+            message = f"engine cache entry {path} not trusted: {reason}; building it again"
+            log.warning(message)
+            warnings.warn(CacheEntryRebuilt(message), stacklevel=2)
             self.stats.rebuilt.append((path.name, reason))
             return None
         return path
@@ -223,17 +232,23 @@ class EngineCache:
         return path
 
     def get_or_build(self, key: EngineKey, build: Callable[[], bytes]) -> bytes:
-        """The engine bytes for `key`: from disk when valid, else built by `build()` and stored."""
-        path = self.lookup(key)
-        if path is not None:
-            self.stats.hits += 1
-            return path.read_bytes()
-        start = time.perf_counter()
-        engine_bytes = build()
-        seconds = time.perf_counter() - start
-        self.stats.builds += 1
-        self.stats.build_seconds += seconds
-        self.store(key, engine_bytes, seconds)
+        """The engine bytes for `key`: from disk when valid, else built by `build()` and
+        stored. Holds the entry's lock file throughout, so two processes build it once."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with file_lock(inside(self.root, f".{key.file_name()}.lock")):
+            path = self.lookup(key)
+            if path is not None:
+                engine_bytes = path.read_bytes()
+                # Verified bytes, not a second read that another writer may have replaced.
+                if sha256_bytes(engine_bytes) == (read_sidecar(path) or {}).get("engine_sha256"):
+                    self.stats.hits += 1
+                    return engine_bytes
+            start = time.perf_counter()
+            engine_bytes = build()
+            seconds = time.perf_counter() - start
+            self.stats.builds += 1
+            self.stats.build_seconds += seconds
+            self.store(key, engine_bytes, seconds)
         log.info("built TensorRT engine %s in %.1fs", key.file_name(), seconds)
         return engine_bytes
 

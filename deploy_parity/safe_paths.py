@@ -1,0 +1,48 @@
+"""Paths built from names (model cases, backends, keys) that must stay inside their folder.
+
+Model case names are validated when cases are registered (deploy_parity/case.py:
+check_name); this is the second line: every cache and report path built from a name is
+checked to lie directly inside the folder it is meant for, so a name that slipped past
+(a case renamed after registration, a library caller building cases by hand) can never
+write elsewhere. File locks for the caches live here too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from deploy_parity.errors import HarnessError
+
+try:  # POSIX; elsewhere the caches run unlocked (one process at a time)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+
+def inside(folder, filename: str) -> Path:
+    """`folder / filename`, after checking the result lies directly inside `folder`."""
+    folder = Path(folder)
+    if not filename or os.sep in filename or (os.altsep and os.altsep in filename) or filename in (".", ".."):
+        raise HarnessError(f"refusing the file name {filename!r} under {folder}: expected a plain file name, "
+                           "no path separators")
+    path = folder / filename
+    if path.resolve().parent != folder.resolve():
+        raise HarnessError(f"refusing to use {path}: it resolves to {path.resolve()}, outside {folder.resolve()}")
+    return path
+
+
+@contextlib.contextmanager
+def file_lock(lock_path):
+    """Hold an exclusive lock on `lock_path` (created if absent) for the block; blocks
+    while another process holds it. The lock goes with the process: a killed holder
+    never leaves it locked."""
+    lock_path = Path(lock_path)
+    handle = open(lock_path, "a+b")
+    try:
+        if fcntl is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        yield
+    finally:
+        handle.close()  # closing the descriptor releases the lock

@@ -1,0 +1,111 @@
+"""Where a failure breaks: the stage and the first divergent layer, for every broken
+variant of the zoo and for a user's graph edited by hand.
+
+In-process on the examples the suites shrink to (tests/test_pose_suite_outcomes.py and
+the zoo tests show the suites find them); one suite run checks the message end to end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from deploy_parity.backends import BACKENDS, RunnerContext, onnx_for
+from deploy_parity.compare.case_outputs import compare_case_outputs
+from deploy_parity.compare.verdict import Verdict, combine
+from deploy_parity.localize import localise, node_scope
+from deploy_parity.pool import RunnerPool
+from deploy_parity.registry import build_registry
+from deploy_parity.strategies import ParityExample
+from tests.suite_runs import PARITY_ONLY, run_suite
+
+REGISTRY = build_registry()
+
+# broken variant -> (its shrunk example, stage, module path of the first divergent layer)
+BROKEN = {
+    # the prior grid is built in the deploy wrapper's own forward(): every submodule agrees
+    "pose-rtmo-broken": ("h=64,w=96,batch=1,dtypes=float32,seed=0", "deploy rewrite", ""),
+    "pose-rtmo-batch-broken": ("h=64,w=64,batch=2,dtypes=float32,seed=0", "deploy rewrite", ""),
+    "detr-tiny-broken": ("h=64,w=64,batch=1,dtypes=float32+int64,seed=0", "deploy rewrite", ""),
+    "keypoint-rcnn-broken": ("h=96,w=97,batch=1,dtypes=float32,seed=0", "deploy rewrite", ""),
+    # the configured image size reaches the anchors first: the RPN's inputs agree, its output does not
+    "mask-rcnn-broken": ("h=96,w=96,batch=1,dtypes=float32,seed=0", "deploy rewrite", "detector.rpn"),
+}
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    return RunnerPool(RunnerContext(cache_dir=tmp_path_factory.mktemp("cache")))
+
+
+def localise_case(pool, case, replay, backend="onnxrt-cpu"):
+    example = ParityExample.parse(replay)
+
+    def agrees(left, right, backend_name, precision):
+        comparisons = compare_case_outputs(case, left, right, backend=backend_name, precision=precision,
+                                           image_size=(example.height, example.width), batch=example.batch)
+        return combine(c.verdict for c in comparisons) not in (Verdict.FAIL, Verdict.ERROR)
+
+    return localise(pool, case, BACKENDS[backend], example, agrees)
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_each_broken_variant_is_attributed_to_its_stage_and_module(pool, name):
+    replay, stage, module = BROKEN[name]
+    found = localise_case(pool, REGISTRY.get(name), replay)
+    assert found.stage == stage, found.describe()
+    assert found.layer is not None and found.layer["module"] == module, found.describe()
+    assert found.layer["inputs_agree"], found.describe()
+    assert found.seconds < 60
+
+
+def test_the_fixed_models_break_nowhere(pool):
+    found = localise_case(pool, REGISTRY.get("pose-rtmo"), BROKEN["pose-rtmo-broken"][0])
+    assert found.stage is None and found.layer is None, found.describe()
+
+
+def test_a_conv_scaled_in_a_users_graph_is_named_and_blamed_on_the_export(pool, tmp_path):
+    case = REGISTRY.get("detr-tiny")
+    example = "h=96,w=128,batch=1,dtypes=float32+int64,seed=3"
+    parsed = ParityExample.parse(example)
+    source = onnx_for(case, case.deploy_target(parsed.height, parsed.width, parsed.dtypes), pool.context)
+    model = onnx.load(str(source))
+    convs = [node for node in model.graph.node if node.op_type == "Conv"]
+    conv = convs[len(convs) // 2]  # one in the middle of the backbone
+    weights = next(init for init in model.graph.initializer if init.name == conv.input[1])
+    weights.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weights) * np.float32(1.05), weights.name))
+    edited = tmp_path / "users_detr.onnx"
+    onnx.save(model, str(edited))
+    before = edited.read_bytes()
+
+    found = localise_case(pool, replace(case, name="users-detr", onnx_path=edited), example)
+
+    assert found.stage == "export", found.describe()
+    assert found.layer["node"] == conv.name, found.describe()
+    assert found.layer["module"].endswith(node_scope(conv.name)), found.describe()
+    assert found.layer["op"] == "Conv" and found.layer["inputs_agree"]
+    assert edited.read_bytes() == before  # the user's file is never modified
+
+
+def test_node_scopes_follow_the_exporters_names():
+    assert node_scope("/stem/stem.0/stem.0.0/Conv") == "stem.0.0"
+    assert node_scope("/Cast") == ""
+    assert node_scope("Conv_12") is None
+
+
+@pytest.mark.slow
+def test_a_failing_suite_reports_stage_layer_and_the_most_severe_example(tmp_path):
+    run = run_suite(tmp_path, "--model", "pose-rtmo-broken", "--backend", "onnxrt-cpu", target=PARITY_ONLY)
+    assert run.returncode == 1, run.output[-3000:]
+    assert "stage: the deploy rewrite breaks" in run.output, run.output[-3000:]
+    assert "first divergent layer: module '' (the root: the deploy module's own forward()" in run.output
+    assert "the most severe seen:" in run.output
+    diagnosed = [r for r in run.records() if "localisation" in r]
+    assert len(diagnosed) == 1  # once per failing test, on its final example
+    assert diagnosed[0]["localisation"]["stage"] == "deploy rewrite"
+    assert diagnosed[0]["most_severe"]["worst_error"] > diagnosed[0]["comparisons"][0]["metrics"].get("max_corner_px", 0)
