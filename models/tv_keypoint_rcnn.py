@@ -27,8 +27,8 @@ then reads such a jump as ambiguous, not as a failure.
   float32 in the exported graph: for some input sides (97, 98, 141, ... px) the two
   resize to different sizes and the detections move. A real eager/export difference
   of torchvision's own export: the suite must fail, shrunk to such a size.
-* `tv-keypoint-rcnn-clip-hw`: a deploy wrapper that clips boxes and keypoints to the
-  image with height and width swapped (the mix-up behind bug class 1).
+* `tv-keypoint-rcnn-clip-hw`: the deploy module clips boxes and keypoints to the image,
+  as deploy pipelines do, with height and width swapped (the mix-up behind bug class 1).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from deploy_parity.compare.tolerances import Tolerance
 from models import keypoint_rcnn, rcnn_decoding
 from models.keypoint_rcnn import DETECTIONS_PER_IMAGE, SCORE_THRESHOLD, load_trained
 from models.rcnn_decoding import decode_heatmaps_eager, decode_heatmaps_exportable
-from models.tv_common import COMMON_SOURCE, FIXED_SIZE, INPUTS, SCENE_FEED, TV_SIZES, ClipToImage, tv_transform
+from models.tv_common import COMMON_SOURCE, FIXED_SIZE, INPUTS, SCENE_FEED, TV_SIZES, clip_to_image, tv_transform
 
 WEIGHTS = keypoint_rcnn.WEIGHTS  # the transform has no weights: the zoo's trained R-CNN loads as it is
 
@@ -63,12 +63,19 @@ class KeypointPeakGap(nn.Module):
     (R, K): for each keypoint, its heatmap's best cell minus the second best after
     torchvision's resize to the ROI. Forward hooks read what torchvision's decoding gets
     (the ROIs given to the keypoint ROI pool, the predictor's heatmaps); nothing in the
-    model's own computation changes."""
+    model's own computation changes.
 
-    def __init__(self, detector: KeypointRCNN, exportable: bool):
+    clip_size_order: None, or clip the detections to the image afterwards as a deploy
+    pipeline does, in "hw" order (a no-op) or "wh" (the broken variant). Done here, not
+    in a wrapper around this module, so the deploy module's tree matches the
+    reference's and a failure is localised to this forward().
+    """
+
+    def __init__(self, detector: KeypointRCNN, exportable: bool, clip_size_order=None):
         super().__init__()
         self.detector = detector
         self.exportable = exportable  # the loop-free decoder (export) or torchvision's eager one
+        self.clip_size_order = clip_size_order
         self._seen = {}
         heads = detector.roi_heads
         heads.keypoint_roi_pool.register_forward_hook(self._see_rois)
@@ -85,7 +92,10 @@ class KeypointPeakGap(nn.Module):
         rois, heatmaps = self._seen.pop("rois"), self._seen.pop("heatmaps")
         decode = decode_heatmaps_exportable if self.exportable else decode_heatmaps_eager
         _, gap = decode(heatmaps, rois[0])
-        return [dict(detections[0], keypoint_peak_gap=gap)]
+        detections = dict(detections[0], keypoint_peak_gap=gap)
+        if self.clip_size_order is not None:
+            detections = clip_to_image(detections, images, self.clip_size_order)
+        return [detections]
 
 
 def build_reference(fixed_size=FIXED_SIZE) -> KeypointPeakGap:
@@ -93,14 +103,11 @@ def build_reference(fixed_size=FIXED_SIZE) -> KeypointPeakGap:
 
 
 def deploy_builder(fixed_size=FIXED_SIZE, clip_size_order=None):
-    """The exported module: the detector with the exportable peak gap, optionally behind
-    a deploy wrapper clipping to the image in the given size order."""
+    """The exported module: the detector with the exportable peak gap, optionally
+    clipping to the image in the given size order."""
 
-    def build_deploy(target: DeployTarget) -> nn.Module:
-        module = KeypointPeakGap(build_detector(fixed_size), exportable=True)
-        if clip_size_order is not None:
-            module = ClipToImage(module, clip_size_order)
-        return module.eval()
+    def build_deploy(target: DeployTarget) -> KeypointPeakGap:
+        return KeypointPeakGap(build_detector(fixed_size), exportable=True, clip_size_order=clip_size_order).eval()
 
     return build_deploy
 
@@ -151,8 +158,8 @@ DEFAULT_RESIZE = replace(
 CLIP_HW = replace(
     CASE,
     name="tv-keypoint-rcnn-clip-hw",
-    description="tv-keypoint-rcnn behind a deploy wrapper that clips boxes and keypoints to the image with height "
-                "and width swapped",
+    description="tv-keypoint-rcnn whose deploy module clips boxes and keypoints to the image with height and "
+                "width swapped",
     build_deploy=deploy_builder(clip_size_order="wh"),
 )
 

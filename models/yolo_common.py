@@ -16,7 +16,8 @@ must be set before Ultralytics is first imported, so this module sets it on impo
 * fixed_export: Ultralytics' own exporter with its defaults (dynamic=False, batch 1),
   producing the .onnx a user who ran `model.export(format="onnx", imgsz=160)` holds.
 
-Images are float32 (B, 3, H, W) RGB in [0, 1], Ultralytics' input convention.
+Images are (B, 3, H, W) RGB, float32 in [0, 1] as Ultralytics takes them, or uint8 in
+[0, 255] (ImageInput divides by 255 first).
 """
 
 from __future__ import annotations
@@ -133,19 +134,30 @@ def load_trained(spec: YoloSpec, path: Optional[Path] = None):
     return model.eval()
 
 
-class SwappedChannels(nn.Module):
-    """A deploy wrapper written for a BGR pipeline (cv2.imread) that reverses the channel
-    order of images which are already RGB: the model sees BGR."""
+class ImageInput(nn.Module):
+    """Images as the harness feeds them, RGB, float in [0, 1] or uint8 in [0, 255] (a camera
+    frame), into an Ultralytics model, which takes float RGB in [0, 1].
 
-    def __init__(self, model):
+    uint8_is_bgr: the bug of yolo-seg-bgr. The uint8 path was written for OpenCV frames
+    (cv2.imread, cv2.VideoCapture: BGR) and reverses their channels, though the frames
+    it gets are RGB like everything else; the float path, the one a float32 smoke test
+    exercises, is right."""
+
+    def __init__(self, model, uint8_is_bgr: bool = False):
         super().__init__()
         self.model = model
+        self.uint8_is_bgr = uint8_is_bgr
 
     def forward(self, images: torch.Tensor):
-        return self.model(images[:, [2, 1, 0]])
+        if images.dtype == torch.uint8:
+            # To the weights' dtype: under .half() (torch-cuda-fp16) the model runs in fp16.
+            images = images.to(next(self.model.parameters()).dtype) / 255.0
+            if self.uint8_is_bgr:
+                images = images[:, [2, 1, 0]]
+        return self.model(images)
 
 
-def export_form(model, dynamic: bool = True, swap_channels: bool = False) -> nn.Module:
+def export_form(model, dynamic: bool = True) -> nn.Module:
     """What Ultralytics' exporter traces for ONNX (engine/exporter.py, Exporter.__call__):
     a fused copy, its heads in export mode, C2f blocks on forward_split."""
     model = copy.deepcopy(model).eval()
@@ -159,7 +171,7 @@ def export_form(model, dynamic: bool = True, swap_channels: bool = False) -> nn.
             m.shape = None  # drop anchors cached for another input size
         elif isinstance(m, C2f):
             m.forward = m.forward_split
-    return SwappedChannels(model).eval() if swap_channels else model
+    return model
 
 
 def artifact_cache_dir() -> Path:

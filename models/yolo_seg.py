@@ -6,9 +6,12 @@ renderer's person / block / disc (tools/train_yolo.py; weights models/weights/yo
   (fused, head in export mode, dynamic shapes), returning output0 (B, 4+3+32, N) and
   output1, the prototypes (B, 32, H/4, W/4). deploy_parity.adapters.UltralyticsYOLO
   ("segment") decodes, NMSes and builds soft masks at prototype resolution.
-* `yolo-seg-bgr`: the deploy wrapper was written for a BGR pipeline (cv2.imread) and
-  reverses the channels of images that are already RGB. Nothing about shapes changes;
-  every image gives different boxes, scores and masks, and parity shrinks it to the
+  Images are float32 in [0, 1] or uint8 frames in [0, 255], both RGB (models.yolo_common
+  .ImageInput divides uint8 by 255 in the reference and the deploy module alike).
+* `yolo-seg-bgr`: the deploy wrapper's uint8 path was written for OpenCV frames (BGR) and
+  reverses the channels of frames that are RGB. The float32 path is right, so a float32
+  smoke test (and the suites' square and export-size examples) passes; every uint8
+  image gives different boxes, scores and masks, and parity shrinks the failure to the
   smallest one.
 
 Not in the default run: it needs the `ultralytics` extra.
@@ -21,21 +24,22 @@ from dataclasses import replace
 from deploy_parity.adapters import UltralyticsYOLO
 from deploy_parity.case import DeployTarget, InputSpec, ModelCase, SizeSpace, ZooEntry
 from models.scenes.feeds import scene_feed
-from models.yolo_common import SEG, export_form, load_trained
+from models.yolo_common import SEG, ImageInput, export_form, load_trained
 
 
 def build_reference():
-    return load_trained(SEG)
+    return ImageInput(load_trained(SEG)).eval()
 
 
-def deploy_builder(swap_channels: bool = False):
+def deploy_builder(uint8_is_bgr: bool = False):
     def build_deploy(target: DeployTarget):
-        return export_form(load_trained(SEG), dynamic=target.height is None, swap_channels=swap_channels)
+        deploy = export_form(load_trained(SEG), dynamic=target.height is None)
+        return ImageInput(deploy, uint8_is_bgr=uint8_is_bgr).eval()
 
     return build_deploy
 
 
-INPUTS = (InputSpec("images", "image", ("float32",)),)
+INPUTS = (InputSpec("images", "image", ("float32", "uint8")),)
 
 CASE = ModelCase(
     name="yolo-seg",
@@ -54,8 +58,8 @@ CASE = ModelCase(
 BGR = replace(
     CASE,
     name="yolo-seg-bgr",
-    description="yolo-seg whose deploy wrapper swaps RGB to BGR (written for cv2.imread input)",
-    build_deploy=deploy_builder(swap_channels=True),
+    description="yolo-seg whose deploy wrapper reverses the channels of uint8 frames (written for OpenCV's BGR)",
+    build_deploy=deploy_builder(uint8_is_bgr=True),
 )
 
 CASES = [CASE, BGR]

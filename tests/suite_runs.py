@@ -30,6 +30,27 @@ class SuiteRun:
 PARITY_ONLY = "suites/test_parity.py::test_parity"  # the parity property alone
 
 
+def suite_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "HYPOTHESIS_", "PARITY_"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def suite_command(reports: Path, cache: Path, *args: str, target: str = "suites", profile: str = "ci",
+                  history: str = "off") -> list:
+    """The pytest command line of a suite run with its own reports dir and cache."""
+    return [sys.executable, "-m", "pytest", target, "-p", "no:cacheprovider", "--hypothesis-profile", profile,
+            "--reports-dir", str(reports), "--parity-cache-dir", str(cache), "--report-images", "0",
+            "--history-db", history, *args]
+
+
+def start_suite(reports: Path, cache: Path, *args: str, **options) -> subprocess.Popen:
+    """A suite run in the background (stdout and stderr together, as text), not waited for."""
+    preexec = options.pop("preexec_fn", None)
+    return subprocess.Popen(suite_command(reports, cache, *args, **options), cwd=REPO, env=suite_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=preexec)
+
+
 def run_suite(tmp_path: Path, *args: str, profile: str = "ci", cache_dir: Path | None = None,
               timeout: int = 1200, target: str = "suites") -> SuiteRun:
     """`pytest <target> <args>` in a fresh process, reports (and, unless given, the cache) under tmp_path."""

@@ -3,9 +3,10 @@
 First, in process (a few seconds): the committed weights (tools/train_yolo.py) make the
 eager references find the scene renderer's people, with keypoints / masks, on scenes
 they never saw, at the cases' own confidence threshold. Then through the suites in a
-subprocess, as a user runs them: yolo-pose passes on ONNX Runtime; the fixed-size
-default export is caught by the coverage verdict; the BGR deploy wrapper is caught by
-parity with a shrunk counterexample.
+subprocess, as a user runs them: yolo-pose passes on ONNX Runtime (and yolo-seg's
+parity); the fixed-size default export is caught by the coverage verdict; the deploy
+wrapper reversing the channels of uint8 frames (BGR) is caught by parity with a shrunk
+counterexample.
 """
 
 from __future__ import annotations
@@ -126,19 +127,25 @@ def test_fixed_size_default_export_fails_the_coverage_verdict(tmp_path, monkeypa
 
 
 @pytest.mark.slow
-def test_bgr_deploy_wrapper_fails_parity_with_a_shrunk_example(tmp_path):
+def test_bgr_uint8_path_fails_parity_with_a_shrunk_example(tmp_path):
+    """The deploy wrapper reverses the channels of uint8 frames (written for OpenCV's
+    BGR): float32 examples pass, the square and export-size examples among them, and
+    parity shrinks the failure to the smallest uint8 image."""
     run = run_suite(tmp_path, "-v", "--model", "yolo-seg-bgr", "--backend", "onnxrt-cpu", target=PARITY_ONLY)
     assert run.returncode == 1, run.output[-4000:]
     assert _outcome(run.output, "test_parity", "yolo-seg-bgr") == "FAILED"
-    replay = re.search(r"re-run exactly this case: (pytest 'suites/test_parity\.py::test_parity\[yolo-seg-bgr@onnxrt-cpu\]' "
+    assert "Failing explicit example" not in run.output  # found by the search, then shrunk
+    replay = re.search(r"re-run exactly this case: pytest 'suites/test_parity\.py::test_parity\[yolo-seg-bgr@onnxrt-cpu\]' "
                        r"--model yolo-seg-bgr --backend onnxrt-cpu --replay h=(\d+),w=(\d+),batch=(\d+),"
-                       r"dtypes=float32,seed=\d+)", run.output)
+                       r"dtypes=(\w+),seed=(\d+)\n", run.output)
     assert replay, run.output[-4000:]
-    height, width, batch = (int(v) for v in replay.groups()[1:])
-    assert (height, width, batch) == (64, 64, 1)  # shrunk to the smallest image there is
-    failing = [r for r in run.records() if r["check"] == "parity" and r["verdict"] == "fail"]
-    assert failing and all(c["kind"] in ("boxes", "masks", "shift") for r in failing for c in r["comparisons"]
-                           if c["verdict"] == "fail")
+    assert replay.groups() == ("64", "64", "1", "uint8", "0")  # the smallest example there is
+    records = [r for r in run.records() if r["check"] == "parity"]
+    assert all(r["verdict"] == "pass" for r in records if r["dtypes"] == ["float32"])
+    failing = [r for r in records if r["verdict"] == "fail"]
+    assert failing and all(r["dtypes"] == ["uint8"] for r in failing)
+    kinds = {c["kind"] for r in failing for c in r["comparisons"] if c["verdict"] == "fail"}
+    assert kinds >= {"boxes", "masks"}
 
 
 @pytest.mark.slow

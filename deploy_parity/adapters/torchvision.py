@@ -56,7 +56,7 @@ class TorchvisionDetection(Adapter):
         "single-stage" (FCOS, RetinaNet, SSD: boxes, scores, labels).
     masks / keypoints: the model is a Mask R-CNN / Keypoint R-CNN.
     score_threshold: the model's own cut (R-CNN box_score_thresh, FCOS/RetinaNet/SSD
-        score_thresh); top_k: its detections_per_img. `for_model(model)` reads all of
+        score_thresh); topk: its detections_per_img. `for_model(model)` reads all of
         it from a built model.
     keypoint_peak_gap: the name of an extra (R, K) output, when a wrapper adds one: how
         far each keypoint's best heatmap cell beats the second best in the model's own
@@ -110,7 +110,9 @@ class TorchvisionDetection(Adapter):
         * the eager result, a list with one dict per image (batch 1 only);
         * a scripted model's (losses, detections) pair;
         * one image's dict;
-        * flat outputs (a tuple or list of tensors) in torchvision's dict order.
+        * flat outputs (a tuple or list of tensors) in torchvision's dict order, then
+          keypoint_peak_gap when declared: a deploy module returning a tuple, or an
+          exported graph's outputs read by position.
         """
         if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], Mapping) \
                 and isinstance(result[1], (list, tuple)):

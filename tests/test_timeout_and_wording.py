@@ -1,0 +1,121 @@
+"""The per-case time limit and the TIMEOUT verdict; comparison messages that name what
+was compared (the batch check's image run alone, not a "reference"); the reports lock."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from deploy_parity.backends import BACKENDS, RunnerContext
+from deploy_parity.check import check_batch_consistency, check_coverage, check_parity
+from deploy_parity.compare.tensors import compare_tensors
+from deploy_parity.compare.tolerances import lookup
+from deploy_parity.compare.verdict import Verdict, combine, side_names
+from deploy_parity.pool import RunnerPool
+from deploy_parity.strategies import ParityExample
+from deploy_parity.watchdog import CaseTimeout, time_limit
+from reports.html import ReportPage, render
+from reports.lock import ReportsBusy, ReportsLock, holder_info
+from reports.summary import format_table, summarise
+from tests.tiny_cases import TinyDetector, tiny_case
+
+EXAMPLE = ParityExample(48, 64, 2, ("float32",), 3)
+
+
+def pool_with_limit(tmp_path, seconds):
+    return RunnerPool(RunnerContext(cache_dir=tmp_path, case_timeout=seconds))
+
+
+def test_time_limit_interrupts_python_and_says_where():
+    start = time.monotonic()
+    with pytest.raises(CaseTimeout) as info:
+        with time_limit(0.3, "parity my-model on torch-cpu"):
+            time.sleep(5)
+    assert time.monotonic() - start < 2
+    assert info.value.describe().startswith("parity my-model on torch-cpu ran past the time limit of 0.3 s "
+                                            "(--case-timeout); interrupted in test_timeout_and_wording.py:")
+    with time_limit(None):  # no limit: nothing armed
+        time.sleep(0.01)
+    with time_limit(0.2):  # a block that ends in time leaves no timer behind
+        pass
+    time.sleep(0.3)
+
+
+def test_a_hung_check_becomes_a_timeout_verdict_with_its_case(tmp_path):
+    case = tiny_case("tiny-hangs", sleep_seconds=30)
+    pool = pool_with_limit(tmp_path, 0.5)
+    try:
+        start = time.monotonic()
+        result = check_parity(pool, case, BACKENDS["torch-cpu"], EXAMPLE)
+        coverage = check_coverage(pool, case, BACKENDS["torch-cpu"])
+    finally:
+        pool.close()
+    assert time.monotonic() - start < 10
+    assert result.verdict == Verdict.TIMEOUT and coverage.verdict == Verdict.TIMEOUT
+    assert result.message.startswith("TIMEOUT: parity tiny-hangs on torch-cpu ran past the time limit of 0.5 s")
+    assert "tiny_cases.py" in result.message and "forward" in result.message
+    record = result.to_record()
+    assert (record["verdict"], record["height"], record["width"], record["batch"]) == ("timeout", 48, 64, 2)
+
+
+def test_timeout_ranks_just_below_error():
+    assert combine([Verdict.FAIL, Verdict.TIMEOUT, Verdict.PASS]) == Verdict.TIMEOUT
+    assert combine([Verdict.TIMEOUT, Verdict.ERROR]) == Verdict.ERROR
+    record = {"model": "m", "backend": "onnxrt-cpu", "precision": "fp32", "check": "parity", "height": 48,
+              "width": 64, "batch": 1, "dtypes": ["float32"], "seed": 0, "verdict": "timeout", "comparisons": [],
+              "message": "TIMEOUT: parity m on onnxrt-cpu ran past the time limit of 1 s", "replay": "pytest x"}
+    rows = summarise([record])
+    assert rows[0]["timeout"] == 1
+    header, _, row = format_table(rows).splitlines()
+    assert row.split()[header.split().index("timeout")] == "1"
+    page = render(ReportPage(run={"status": "complete"}, rows=rows, records=[record]))
+    assert '<td class="timeout">1 timeout</td>' in page and "1 timed out" in page
+
+
+class BatchLeaky(TinyDetector):
+    """Boxes move 8 px right when the image shares its batch: a batch-consistency bug."""
+
+    def forward(self, images):
+        out = super().forward(images)
+        return out + torch.tensor([8.0, 0.0, 8.0, 0.0, 0.0]) * (images.shape[0] - 1)
+
+
+def test_batch_check_names_the_image_run_alone_and_the_batched_run(tmp_path):
+    case = replace(tiny_case(), build_deploy=lambda target: BatchLeaky().eval())
+    pool = RunnerPool(RunnerContext(cache_dir=tmp_path))
+    try:
+        result = check_batch_consistency(pool, case, BACKENDS["torch-cpu"], EXAMPLE)
+    finally:
+        pool.close()
+    assert result.verdict == Verdict.FAIL
+    text = result.summary()
+    assert re.search(r"run alone instance \d \(box .*\) vs batched run instance \d \(box ", text), text
+    assert "mean of batched run - run alone" in text, text
+    assert "reference" not in text and "candidate" not in text, text
+
+
+def test_determinism_and_default_wording():
+    tol = lookup("tensor", "onnxrt-cpu", "fp32")
+    with side_names("run 1", "run 2"):
+        moved = compare_tensors(np.zeros(2), np.array([0.0, 1.0]), tol, "scores")
+    assert "run 1 0, run 2 1" in moved.message and "reference" not in moved.message
+    plain = compare_tensors(np.zeros(2), np.array([0.0, 1.0]), tol, "scores")
+    assert "reference 0, candidate 1" in plain.message  # outside the block: the parity names again
+
+
+def test_a_second_lock_on_a_reports_dir_names_the_holder(tmp_path):
+    first, second = ReportsLock(tmp_path), ReportsLock(tmp_path)
+    first.acquire(holder_info("uid-1", "2026-11-30T12:00:00+00:00", "pytest suites", pid=4242))
+    with pytest.raises(ReportsBusy) as info:
+        second.acquire(holder_info("uid-2", "2026-11-30T12:01:00+00:00", "pytest suites"))
+    assert info.value.describe() == (f"reports dir {tmp_path} is in use by another run (pid 4242, started "
+                                     "2026-11-30T12:00:00+00:00: pytest suites); wait for it to finish, or give "
+                                     "this run its own --reports-dir")
+    first.release()
+    second.acquire(holder_info("uid-2", "2026-11-30T12:01:00+00:00", "pytest suites"))  # free again
+    second.release()

@@ -1,0 +1,180 @@
+"""Every user mistake ends in one line naming the thing and what was expected: a pytest
+usage error (exit status 4) before anything is collected, never an INTERNALERROR or a
+bare Python traceback.
+
+Each mistake runs `pytest suites --collect-only` in this process (pytest.main: the
+harness's plugins configure as in a real run, in milliseconds); one runs in a real
+subprocess, to show the same line reaches a user's terminal.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from deploy_parity.compare.tensors import compare_tensors
+from deploy_parity.compare.tolerances import lookup
+from deploy_parity.watchdog import default_case_timeout, parse_seconds
+from tests.suite_runs import REPO, suite_command, suite_env
+from tests.tiny_cases import write_cases_module
+
+
+def usage_error(capsys, monkeypatch, *args: str) -> str:
+    """The one 'ERROR: ...' line of `pytest suites --collect-only ARGS`, which must end in a usage error."""
+    monkeypatch.chdir(REPO)
+    code = pytest.main(["suites", "--collect-only", "-q", "-p", "no:cacheprovider", *args])
+    out, err = capsys.readouterr()
+    assert code == pytest.ExitCode.USAGE_ERROR, out + err
+    assert "INTERNALERROR" not in out + err and "Traceback" not in out + err, out + err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ERROR: "), err
+    return lines[0]
+
+
+@pytest.fixture
+def cases(tmp_path):
+    """Writes a cases module (tests.tiny_cases helpers imported) and returns its path."""
+
+    def write(body: str) -> str:
+        return str(write_cases_module(tmp_path / "my_cases.py", body))
+
+    return write
+
+
+def test_cases_module_that_raises_on_import(cases, capsys, monkeypatch):
+    path = cases("raise RuntimeError('broken on purpose')\n")
+    assert usage_error(capsys, monkeypatch, "--model-module", path) == (
+        f"ERROR: model module {path} (at my_cases.py:4): importing it raised RuntimeError: broken on purpose; "
+        "expected it to import cleanly and define CASES")
+
+
+def test_cases_module_importing_a_missing_package(cases, capsys, monkeypatch):
+    path = cases("import not_installed_anywhere_xyz\n")
+    assert usage_error(capsys, monkeypatch, "--model-module", path) == (
+        f"ERROR: model module {path} (at my_cases.py:4) imports 'not_installed_anywhere_xyz', which is not "
+        "installed; expected it importable (pip install it, or remove the import)")
+
+
+def test_dotted_cases_module_that_does_not_exist(capsys, monkeypatch):
+    assert usage_error(capsys, monkeypatch, "--model-module", "no_such_pkg.cases") == (
+        "ERROR: model module no_such_pkg.cases: no module named 'no_such_pkg' on the import path; expected a "
+        "dotted module name importable from here, or a path to a .py file")
+
+
+def test_dtype_typo(cases, capsys, monkeypatch):
+    path = cases("CASES = [tiny_case(dtypes=('flaot32',))]\n")
+    assert usage_error(capsys, monkeypatch, "--model-module", path) == (
+        f"ERROR: model module {path} (at my_cases.py:4): input 'images': dtype 'flaot32' is not a numpy dtype "
+        "name; expected uint8 or a float dtype (float32, float16, ...)")
+
+
+def test_unknown_hypothesis_profile_option(cases, capsys, monkeypatch):
+    path = cases("CASES = [tiny_case()]\n")
+    assert usage_error(capsys, monkeypatch, "--model-module", path, "--hypothesis-profile", "nitghly") == (
+        "ERROR: --hypothesis-profile 'nitghly': no such Hypothesis profile; expected one of dev, ci, nightly, replay")
+
+
+def test_unknown_hypothesis_profile_variable(cases, capsys, monkeypatch):
+    path = cases("CASES = [tiny_case()]\n")
+    monkeypatch.setenv("HYPOTHESIS_PROFILE", "nitghly")
+    assert usage_error(capsys, monkeypatch, "--model-module", path) == (
+        "ERROR: HYPOTHESIS_PROFILE='nitghly': no such Hypothesis profile; expected one of dev, ci, nightly, replay")
+
+
+def test_replay_with_an_undeclared_dtype(cases, capsys, monkeypatch):
+    path = cases("CASES = [tiny_case()]\n")
+    replay = "h=64,w=64,batch=1,dtypes=float33,seed=0"
+    assert usage_error(capsys, monkeypatch, "--model-module", path, "--replay", replay) == (
+        f"ERROR: --replay '{replay}': dtype 'float33' for input 'images' of tiny-det; expected one it declares: "
+        "float32")
+
+
+def test_replay_with_a_negative_size_and_batch_zero(cases, capsys, monkeypatch):
+    path = cases("CASES = [tiny_case()]\n")
+    replay = "h=-64,w=64,batch=0,dtypes=float32,seed=0"
+    assert usage_error(capsys, monkeypatch, "--model-module", path, "--replay", replay) == (
+        f"ERROR: --replay '{replay}': h=-64; expected a positive integer")
+    replay = "h=64,w=64,batch=0,dtypes=float32,seed=0"
+    assert usage_error(capsys, monkeypatch, "--model-module", path, "--replay", replay) == (
+        f"ERROR: --replay '{replay}': batch=0; expected a positive integer")
+
+
+def test_replay_with_two_models(cases, capsys, monkeypatch):
+    path = cases("CASES = [tiny_case('tiny-a'), tiny_case('tiny-b', dtypes=('float32', 'uint8'))]\n")
+    assert usage_error(capsys, monkeypatch, "--model-module", path, "--model", "tiny-a,tiny-b", "--replay",
+                       "h=64,w=64,batch=1,dtypes=float32,seed=0") == (
+        "ERROR: --replay re-runs one case of one model: expected one --model NAME, got 2 (tiny-a, tiny-b)")
+
+
+def test_max_aspect_below_one(cases, capsys, monkeypatch):
+    path = cases("CASES = [tiny_case(sizes=SizeSpace(min_side=32, max_side=96, max_aspect=0.5))]\n")
+    assert usage_error(capsys, monkeypatch, "--model-module", path) == (
+        f"ERROR: model module {path} (at my_cases.py:4): SizeSpace: max_aspect 0.5: expected a number >= 1 (the "
+        "longer side over the shorter one; 1.0 allows square sizes only)")
+
+
+def test_size_space_with_no_valid_size(cases, capsys, monkeypatch):
+    path = cases("CASES = [tiny_case(sizes=SizeSpace(min_side=65, max_side=90, multiple_of=32))]\n")
+    assert usage_error(capsys, monkeypatch, "--model-module", path) == (
+        f"ERROR: model module {path} (at my_cases.py:4): SizeSpace: no side in [65, 90] is a multiple of 32 (the "
+        "nearest are 64 and 96); expected a range holding at least one, e.g. widen it or change multiple_of")
+
+
+def test_duplicate_output_names(cases, capsys, monkeypatch):
+    path = cases("from dataclasses import replace\n"
+                 "case = tiny_case()\n"
+                 "CASES = [replace(case, adapter=None, outputs=(OutputSpec('dets', 'boxes'), OutputSpec('dets', 'raw')),"
+                 " to_instances=case.to_instances)]\n")
+    assert usage_error(capsys, monkeypatch, "--model-module", path) == (
+        f"ERROR: model module {path} (at my_cases.py:6): tiny-det: output names ['dets'] declared more than once; "
+        "expected each output declared once")
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "team/det"])
+def test_case_name_with_a_path_separator(cases, capsys, monkeypatch, name):
+    path = cases(f"CASES = [tiny_case({name!r})]\n")
+    assert usage_error(capsys, monkeypatch, "--model-module", path) == (
+        f"ERROR: model module {path} (at my_cases.py:4): model case name {name!r} contains '/', a path separator; "
+        "expected 1-64 characters from letters, digits and . _ + -, starting with a letter or digit (the name is "
+        "used in cache file names, test ids and --model)")
+
+
+@pytest.mark.parametrize("name, problem", [(".hidden", "starts with '.'"), ("a b", "contains ' ', a blank or "
+                                           "non-printable character"), ("x" * 65, "is 65 characters long")])
+def test_other_unsafe_case_names(cases, capsys, monkeypatch, name, problem):
+    path = cases(f"CASES = [tiny_case({name!r})]\n")
+    assert f"model case name {name!r} {problem}; expected 1-64 characters" in usage_error(
+        capsys, monkeypatch, "--model-module", path)
+
+
+def test_bad_case_timeout(cases, capsys, monkeypatch):
+    path = cases("CASES = [tiny_case()]\n")
+    assert usage_error(capsys, monkeypatch, "--model-module", path, "--case-timeout", "soon") == (
+        "ERROR: --case-timeout 'soon': expected a number of seconds > 0 (or 0/off for no limit)")
+    monkeypatch.setenv("PARITY_CASE_TIMEOUT", "-5")
+    with pytest.raises(ValueError, match=r"PARITY_CASE_TIMEOUT '-5': expected a number of seconds > 0"):
+        default_case_timeout()
+    monkeypatch.setenv("PARITY_CASE_TIMEOUT", "12")
+    assert default_case_timeout() == 12.0 and parse_seconds("off", "x") is None
+
+
+def test_a_real_process_shows_the_same_single_line(tmp_path):
+    path = write_cases_module(tmp_path / "my_cases.py", "CASES = [tiny_case()]\n")
+    command = suite_command(tmp_path / "reports", tmp_path / "cache", "--model-module", str(path), "--collect-only",
+                            profile="nitghly")
+    done = subprocess.run(command, cwd=REPO, env=suite_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert done.stderr.strip() == ("ERROR: --hypothesis-profile 'nitghly': no such Hypothesis profile; expected one "
+                                   "of dev, ci, nightly, replay")
+    assert "INTERNALERROR" not in done.stdout and not (tmp_path / "reports").exists()
+
+
+def test_infinity_is_not_called_nan():
+    import numpy as np
+
+    tol = lookup("tensor", "onnxrt-cpu", "fp32")
+    inf = compare_tensors(np.zeros(3), np.array([0.0, np.inf, 0.0]), tol, "scores")
+    assert inf.message == "scores: +inf in the candidate at index (1,) (a non-finite value never passes)"
+    nan = compare_tensors(np.array([0.0, 0.0, np.nan]), np.zeros(3), tol, "scores")
+    assert nan.message == "scores: NaN in the reference at index (2,) (a non-finite value never passes)"
