@@ -1,10 +1,15 @@
 """GPU backends: PyTorch on CUDA, ONNX Runtime's CUDA and TensorRT providers, TensorRT.
 
 Importing this module registers them (deploy_parity.backends.register_backend); it
-imports no GPU library. Each backend's `unavailable()` probes what is installed
-(torch.cuda, onnxruntime's providers, importlib.util.find_spec("tensorrt"): TensorRT
-is looked for, never imported) and says what is missing and how to get it; the suites
-skip with that text. Runners and engines are built only when a test needs them.
+imports no GPU library. Each backend's `unavailable()` probes what is installed and
+says what is missing and how to get it; the suites skip with that text. The probe:
+torch.cuda; ONNX Runtime's GPU providers by opening a one-node session with each one
+that the build lists (get_available_providers() lists CUDA and TensorRT even where
+their libraries cannot load; only an opened session's get_providers() tells); and
+importlib.util.find_spec("tensorrt") for TensorRT itself, which is looked for here,
+imported only by an opened TensorRT-provider session or an activated TensorRT runner.
+Runners and engines are built only when a test needs them. Supported installs are the
+pinned stacks of requirements/ (deploy_parity/gpu_stack.py, docs/gpu.md).
 
 Precisions (the `precision` each backend's tolerance rows are looked up with):
   torch-cuda-fp32      fp32      TF32 off while it runs
@@ -30,12 +35,12 @@ from deploy_parity.runners.torch_cuda_runner import CPU_ONLY_TORCH, NO_CUDA
 from deploy_parity.runners.trt_runner import POLYGRAPHY_MISSING as NO_POLYGRAPHY
 from deploy_parity.runners.trt_runner import TENSORRT_MISSING as NO_TENSORRT
 
-NO_CUDA_PROVIDER = "onnxruntime has no CUDAExecutionProvider: pip uninstall onnxruntime && pip install -e '.[gpu]'"
-NO_TRT_PROVIDER = (
-    "onnxruntime has no TensorrtExecutionProvider: pip uninstall onnxruntime && pip install -e '.[gpu]' "
-    "(the onnxruntime-gpu build)"
-)
-NO_ONNXRUNTIME = "onnxruntime is not installed: pip install -e '.[gpu]' (onnxruntime-gpu)"
+from deploy_parity.runners.onnxrt_runner import GPU_STACK_HINT
+
+NO_CUDA_PROVIDER = f"onnxruntime has no CUDAExecutionProvider (the CPU build): {GPU_STACK_HINT}"
+NO_TRT_PROVIDER = f"onnxruntime has no TensorrtExecutionProvider (the CPU build): {GPU_STACK_HINT}"
+NO_ONNXRUNTIME = f"onnxruntime is not installed: {GPU_STACK_HINT}"
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 
 @dataclass(frozen=True)
@@ -44,9 +49,13 @@ class Capabilities:
 
     cuda: bool  # torch.cuda.is_available()
     torch_cuda_build: bool  # torch.version.cuda is not None
-    ort_providers: Optional[tuple]  # onnxruntime.get_available_providers(); None: no onnxruntime
+    ort_providers: Optional[tuple]  # providers an opened session really runs on; None: no onnxruntime
     tensorrt: bool  # a `tensorrt` module can be found
     polygraphy: bool
+    # onnxruntime.get_available_providers() (what the build lists), and why each listed
+    # GPU provider that is not in ort_providers failed to open. None: same as ort_providers.
+    ort_listed: Optional[tuple] = None
+    ort_failures: tuple = ()  # (provider, why) pairs
 
 
 @functools.lru_cache(maxsize=1)
@@ -54,18 +63,33 @@ def probe() -> Capabilities:
     """Probe once per process (collection asks for every test item)."""
     import torch
 
+    listed, usable, failures = None, None, []
     try:
         import onnxruntime
 
-        providers = tuple(onnxruntime.get_available_providers())
+        listed = tuple(onnxruntime.get_available_providers())
     except ImportError:
-        providers = None
+        pass
+    if listed is not None:
+        from deploy_parity.runners.onnxrt_runner import open_provider
+
+        usable = []
+        for provider in listed:
+            if provider in GPU_PROVIDERS:
+                ok, why = open_provider(provider)
+                if not ok:
+                    failures.append((provider, why))
+                    continue
+            usable.append(provider)
+        usable = tuple(usable)
     return Capabilities(
         cuda=bool(torch.cuda.is_available()),
         torch_cuda_build=torch.version.cuda is not None,
-        ort_providers=providers,
+        ort_providers=usable,
         tensorrt=importlib.util.find_spec("tensorrt") is not None,
         polygraphy=importlib.util.find_spec("polygraphy") is not None,
+        ort_listed=listed,
+        ort_failures=tuple(failures),
     )
 
 
@@ -80,8 +104,11 @@ def missing(caps: Capabilities, needs: tuple) -> Optional[str]:
     for need, provider, text in (("ort-cuda", "CUDAExecutionProvider", NO_CUDA_PROVIDER),
                                  ("ort-trt", "TensorrtExecutionProvider", NO_TRT_PROVIDER)):
         if need in needs:
+            failed = dict(caps.ort_failures)
             if caps.ort_providers is None:
                 reasons.append(NO_ONNXRUNTIME)
+            elif provider in failed:  # listed by the build, but a session does not open it
+                reasons.append(failed[provider])
             elif provider not in caps.ort_providers:
                 reasons.append(text)
     if "tensorrt" in needs and not caps.tensorrt:

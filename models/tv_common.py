@@ -56,6 +56,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import boxes as box_ops
 
 from deploy_parity.case import InputSpec, SizeSpace
+from models import keypoint_rcnn
 from models.keypoint_rcnn import IMAGE_MEAN, IMAGE_STD, rcnn_scene_feed
 
 # torchvision's default-resize settings, scaled to the zoo's small images.
@@ -66,7 +67,11 @@ FIXED_SIZE = (160, 160)
 TV_SIZES = SizeSpace(min_side=96, max_side=224, max_aspect=2.0, export_height=160, export_width=160)
 INPUTS = (InputSpec("images", "image", ("float32",)),)  # torchvision's transform takes float images only
 SCENE_FEED = rcnn_scene_feed(INPUTS)
-COMMON_SOURCE = __file__
+# Files whose content keys the tv-* export caches besides the case module's own: the
+# model's configuration (sizes, thresholds, detections per image, the tiny backbone)
+# lives in plain Python here and in models/keypoint_rcnn.py, which no module class of a
+# torchvision detector points the cache's source hash at.
+COMMON_SOURCES = (__file__, keypoint_rcnn.__file__)
 
 
 def tv_transform(fixed_size: Optional[tuple] = FIXED_SIZE) -> GeneralizedRCNNTransform:
@@ -116,10 +121,10 @@ class ChannelOrder(nn.Module):
 # ---------------------------------------------------------------- a user's own fixed-size export
 
 
-def _content_key(module: nn.Module, extra: dict) -> str:
+def _content_key(module: nn.Module, source_files, extra: dict) -> str:
     from deploy_parity.hashing import json_hash, module_source_hash, state_dict_hash
 
-    return json_hash({"code": module_source_hash(module), "weights": state_dict_hash(module),
+    return json_hash({"code": module_source_hash(module, source_files), "weights": state_dict_hash(module),
                       "torch": torch.__version__, **extra})[:16]
 
 
@@ -130,11 +135,14 @@ class ExportedOnFirstUse(os.PathLike):
     ...) with no dynamic axes, which gives a graph fixed at the sample's size. The graph
     is exported into the export cache's user-artifacts folder (PARITY_CACHE_DIR, else
     ./.parity_cache) the first time the harness opens it, not at import: listing the zoo
-    exports nothing. Keyed by the model's code, weights and torch version.
+    exports nothing. Keyed by the model's code (its classes' files and `source_files`,
+    where its configuration lives), weights and torch version.
     """
 
-    def __init__(self, name: str, build: Callable[[], nn.Module], output_names, height: int, width: int):
+    def __init__(self, name: str, build: Callable[[], nn.Module], output_names, height: int, width: int,
+                 source_files=()):
         self.name = name
+        self.source_files = tuple(source_files)
         self.build = build
         self.output_names = tuple(output_names)
         self.height, self.width = height, width
@@ -146,7 +154,7 @@ class ExportedOnFirstUse(os.PathLike):
         from deploy_parity.export.onnx_exporter import check_onnx
 
         model = self.build().eval()
-        key = _content_key(model, {"size": [self.height, self.width], "outputs": self.output_names})
+        key = _content_key(model, self.source_files, {"size": [self.height, self.width], "outputs": self.output_names})
         cache = Path(os.environ.get("PARITY_CACHE_DIR") or Path.cwd() / ".parity_cache") / "user-artifacts"
         path = cache / f"{self.name}-{self.height}x{self.width}-{key}.onnx"
         if not path.is_file():

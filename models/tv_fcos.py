@@ -30,7 +30,7 @@ from torchvision.models.detection.fcos import FCOSHead
 from deploy_parity.adapters.torchvision import TorchvisionDetection
 from deploy_parity.case import ModelCase, SizeSpace, ZooEntry
 from models.keypoint_rcnn import BACKBONE_CHANNELS, IMAGE_MEAN, IMAGE_STD, load_trained, tiny_backbone
-from models.tv_common import COMMON_SOURCE, INPUTS, MAX_SIZE, MIN_SIZE, SCENE_FEED, ExportedOnFirstUse
+from models.tv_common import COMMON_SOURCES, INPUTS, MAX_SIZE, MIN_SIZE, SCENE_FEED, ExportedOnFirstUse
 
 WEIGHTS = Path(__file__).with_name("weights") / "tv_fcos.pt"
 SEED = 20261124
@@ -82,7 +82,7 @@ CASE = ModelCase(
     max_batch=1,  # torchvision detection exports take one image
     spatial_binding="dynamic",
     make_feed=SCENE_FEED,
-    zoo=ZooEntry(default=False, source_files=(__file__, COMMON_SOURCE)),
+    zoo=ZooEntry(default=False, source_files=(__file__, *COMMON_SOURCES)),
 )
 
 FIXED_EXPORT = replace(
@@ -93,6 +93,7 @@ FIXED_EXPORT = replace(
 )
 # Set after construction: ModelCase turns onnx_path into a Path, which would export now.
 FIXED_EXPORT.onnx_path = ExportedOnFirstUse(FIXED_EXPORT.name, build_reference, ADAPTER.output_names,
-                                            FCOS_SIZES.export_height, FCOS_SIZES.export_width)
+                                            FCOS_SIZES.export_height, FCOS_SIZES.export_width,
+                                            source_files=FIXED_EXPORT.source_files)
 
 CASES = [CASE, FIXED_EXPORT]

@@ -20,6 +20,10 @@ loop-free exportable form in the exported graph). torchvision's own outputs are
 untouched (tests/test_zoo_torchvision.py checks they are bit-identical). The comparator
 then reads such a jump as ambiguous, not as a failure.
 
+Keypoint scores are those heatmap logits: their fp32 error follows the heatmap's
+magnitude, not the score's, so the case overrides the absolute part of the keypoint
+score limit (KEYPOINT_SCORES below, with what was measured).
+
 * `tv-keypoint-rcnn`: the transform's `fixed_size` (160x160): eager and exported
   resize every input to the same size (models/tv_common.py says why that matters).
 * `tv-keypoint-rcnn-default-resize`: the transform's default resize (min_size 128,
@@ -45,7 +49,7 @@ from deploy_parity.compare.tolerances import Tolerance
 from models import keypoint_rcnn, rcnn_decoding
 from models.keypoint_rcnn import DETECTIONS_PER_IMAGE, SCORE_THRESHOLD, load_trained
 from models.rcnn_decoding import decode_heatmaps_eager, decode_heatmaps_exportable
-from models.tv_common import COMMON_SOURCE, FIXED_SIZE, INPUTS, SCENE_FEED, TV_SIZES, clip_to_image, tv_transform
+from models.tv_common import COMMON_SOURCES, FIXED_SIZE, INPUTS, SCENE_FEED, TV_SIZES, clip_to_image, tv_transform
 
 WEIGHTS = keypoint_rcnn.WEIGHTS  # the transform has no weights: the zoo's trained R-CNN loads as it is
 
@@ -143,7 +147,7 @@ CASE = ModelCase(
     make_feed=SCENE_FEED,
     judging=Judging(tolerance_overrides={("keypoints", "*", "fp32"): KEYPOINT_SCORES}),
     # The peak gap's decoder is functions, not modules: its file keys the export cache too.
-    zoo=ZooEntry(default=False, source_files=(__file__, COMMON_SOURCE, rcnn_decoding.__file__)),
+    zoo=ZooEntry(default=False, source_files=(__file__, *COMMON_SOURCES, rcnn_decoding.__file__)),
 )
 
 DEFAULT_RESIZE = replace(

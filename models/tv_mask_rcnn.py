@@ -23,7 +23,7 @@ from deploy_parity.adapters.torchvision import TorchvisionDetection
 from deploy_parity.case import DeployTarget, ModelCase, ZooEntry
 from models import mask_rcnn
 from models.keypoint_rcnn import DETECTIONS_PER_IMAGE, SCORE_THRESHOLD, load_trained
-from models.tv_common import COMMON_SOURCE, FIXED_SIZE, INPUTS, SCENE_FEED, TV_SIZES, ChannelOrder, tv_transform
+from models.tv_common import COMMON_SOURCES, FIXED_SIZE, INPUTS, SCENE_FEED, TV_SIZES, ChannelOrder, tv_transform
 
 WEIGHTS = mask_rcnn.WEIGHTS  # the transform has no weights: the zoo's trained Mask R-CNN loads as it is
 
@@ -57,7 +57,7 @@ CASE = ModelCase(
     max_batch=1,  # torchvision detection exports take one image
     spatial_binding="dynamic",
     make_feed=SCENE_FEED,
-    zoo=ZooEntry(default=False, source_files=(__file__, COMMON_SOURCE)),
+    zoo=ZooEntry(default=False, source_files=(__file__, *COMMON_SOURCES, mask_rcnn.__file__)),
 )
 
 BGR = replace(

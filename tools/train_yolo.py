@@ -44,7 +44,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from models.yolo_common import POSE, SEG, YoloSpec, build_untrained, load_trained, save_weights  # noqa: E402  (sets YOLO_* first)
+# First: models.yolo_common sets the YOLO_* environment before Ultralytics is imported.
+from models.yolo_common import POSE, SEG, YoloSpec, build_untrained, load_trained, save_weights  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -184,7 +185,8 @@ def train(spec: YoloSpec, args) -> dict:
             elapsed = time.perf_counter() - start
             line = " ".join(f"{n} {v:.3f}" for n, v in running.items())
             print(f"step {step + 1}/{args.steps} {elapsed:.0f}s lr {schedule.get_last_lr()[0]:.2e} {line}", flush=True)
-            history.append({"step": step + 1, "seconds": round(elapsed, 1), **{n: round(v, 4) for n, v in running.items()}})
+            history.append({"step": step + 1, "seconds": round(elapsed, 1),
+                            **{n: round(v, 4) for n, v in running.items()}})
     return {"model": model.eval(), "train_seconds": time.perf_counter() - start, "history": history,
             "final_losses": {n: round(v, 4) for n, v in running.items()}}
 

@@ -239,7 +239,8 @@ class UltralyticsYOLO(Adapter):
         rows = np.flatnonzero(det[:, 4] > self.score_threshold)[: self.max_det]
         labels = np.rint(det[rows, 5]).astype(np.int64)
         if self.num_classes is not None and len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise ModelCaseError(f"UltralyticsYOLO end2end: class index {labels.max()} outside 0..{self.num_classes - 1}")
+            raise ModelCaseError(f"UltralyticsYOLO end2end: class index {labels.max()} outside "
+                                 f"0..{self.num_classes - 1}")
         return self._instances(det[rows, :4], det[rows, 4], labels, det[rows, 6:], proto, image_size, {})
 
     def _proto(self, outputs, index):

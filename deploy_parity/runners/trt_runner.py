@@ -1,18 +1,21 @@
 """TensorRT runner: a thin adapter over Polygraphy's TensorRT backend.
 
 Loader split, as in Polygraphy: getting the serialized engine is a callable (an
-"engine source") run on activate. `built_engine_source` builds from ONNX
-(NetworkFromOnnxPath -> CreateConfig(profiles, fp16/tf32, timing cache) ->
-EngineBytesFromNetwork, the byte-returning half of EngineFromNetwork, so the bytes can
-go to the engine cache); `user_engine_source` loads a user's .engine after its
+"engine source") run on activate. `built_engine_source` builds from ONNX with the
+loader chain of deploy_parity/trt/build.py (NetworkFromOnnxPath -> CreateConfig(profiles,
+flags, timing cache) -> EngineBytesFromNetwork, the byte-returning half of
+EngineFromNetwork, so the bytes can go to the engine cache; on TensorRT 11 fp16 is an
+fp16 graph, not a builder flag); `user_engine_source` loads a user's .engine after its
 sidecar says it was built here. Either way the engine is deserialized with
 EngineFromBytes and run by Polygraphy's TrtRunner.
 
-The contract is read back from the engine, not assumed: binding dtypes and, for
-dynamic dims, the active profile's min/max (as DimRange). So the base class refuses an
-int64 feed for an int32 binding (bug class 2) and any shape outside the profile with
-UnsupportedShapeError (bug classes 3 and 5); and on activate the case's own feed
-contract is checked against it before the first inference.
+The contract is read back from the engine, not assumed (`adopt_engine`, before
+TrtRunner allocates anything): binding dtypes and, for dynamic dims, the active
+profile's min/max (as DimRange). So the base class refuses an int64 feed for an int32
+binding (bug class 2) and any shape outside the profile with UnsupportedShapeError
+(bug classes 3 and 5); and on activate the case's own feed contract is checked against
+it before the first inference. The readback reads only the engine's own methods
+(get_tensor_mode(...).name and so on), so it is tested on an engine-shaped object.
 
 TensorRT and Polygraphy are imported on activate only (importlib): importing this
 module needs neither.
@@ -32,30 +35,30 @@ from deploy_parity.contracts.artifact import compare_metas, raise_for
 from deploy_parity.contracts import TensorMeta
 from deploy_parity.errors import ArtifactError, BackendUnavailable, HarnessError
 from deploy_parity.runners.base import Runner
+from deploy_parity.trt.build import BUILDER_FLAGS, BuildRecipe, engine_bytes_loader, installed_recipe  # noqa: F401
 from deploy_parity.trt.engine_cache import EngineCache, EngineEnv, detect_env, engine_key, load_user_engine
 from deploy_parity.trt.profiles import EngineProfile, bounds_from_engine_metas, engine_tensor_meta, numpy_dtype_for_trt
 
 TENSORRT_MISSING = (
-    "TensorRT is not installed: pip install tensorrt --extra-index-url https://pypi.nvidia.com "
-    "(or pip install -e '.[trt]')"
+    "TensorRT is not installed: pip install -r requirements/gpu-cu13.txt (or gpu-cu12.txt), which pins it "
+    "(TensorRT's libraries come from https://pypi.nvidia.com; docs/gpu.md)"
 )
-POLYGRAPHY_MISSING = "Polygraphy is not installed: pip install -e '.[trt]' (or pip install polygraphy)"
-
-# CreateConfig flags per precision. TensorRT turns TF32 on by default; Polygraphy clears
-# it unless tf32=True, so "fp32" really is IEEE fp32 and "tf32" is asked for by name.
-BUILDER_FLAGS = {
-    "fp32": {"fp16": False, "tf32": False},
-    "tf32": {"fp16": False, "tf32": True},
-    "fp16": {"fp16": True, "tf32": False},
-}
+POLYGRAPHY_MISSING = "Polygraphy is not installed: pip install -e . (a core dependency) or pip install polygraphy"
 
 
 def polygraphy_trt():
-    """polygraphy.backend.trt, after checking TensorRT and Polygraphy can be found."""
+    """polygraphy.backend.trt, after checking TensorRT and Polygraphy can be found.
+
+    Also puts the CUDA runtime of CUDA 13's wheels (nvidia/cu13/lib) where Polygraphy's
+    CUDA wrapper looks for it (deploy_parity/trt/libs.py).
+    """
     if importlib.util.find_spec("tensorrt") is None:
         raise BackendUnavailable(TENSORRT_MISSING)
     if importlib.util.find_spec("polygraphy") is None:
         raise BackendUnavailable(POLYGRAPHY_MISSING)
+    from deploy_parity.trt.libs import expose_cuda_runtime
+
+    expose_cuda_runtime()
     try:
         return importlib.import_module("polygraphy.backend.trt")
     except Exception as exc:  # a broken install should be loud, not skipped
@@ -70,24 +73,14 @@ def current_env() -> EngineEnv:
         raise BackendUnavailable(f"cannot read the TensorRT version / GPU name: {exc}") from exc
 
 
-def build_engine_bytes(onnx_path, precision: str, profiles: Sequence[EngineProfile], timing_cache=None) -> bytes:
+def build_engine_bytes(onnx_path, recipe: BuildRecipe, profiles: Sequence[EngineProfile], timing_cache=None) -> bytes:
     """Build a serialized engine from an .onnx file with Polygraphy's loaders."""
-    if precision not in BUILDER_FLAGS:
-        raise HarnessError(f"no TensorRT builder flags for precision {precision!r}; known {sorted(BUILDER_FLAGS)}")
-    api = polygraphy_trt()
-    poly_profiles = []
-    for profile in profiles:
-        poly = api.Profile()
-        for name, shape_range in profile.inputs:
-            poly.add(name, min=shape_range.min, opt=shape_range.opt, max=shape_range.max)
-        poly_profiles.append(poly)
-    cache = str(timing_cache) if timing_cache else None
-    config = api.CreateConfig(profiles=poly_profiles, load_timing_cache=cache, **BUILDER_FLAGS[precision])
-    build = api.EngineBytesFromNetwork(api.NetworkFromOnnxPath(str(onnx_path)), config=config, save_timing_cache=cache)
+    build = engine_bytes_loader(onnx_path, recipe, profiles, timing_cache, trt_api=polygraphy_trt())
     try:
         serialized = build()
     except Exception as exc:  # Polygraphy raises PolygraphyException with TensorRT's log above it
-        raise ArtifactError(onnx_path, f"TensorRT could not build a {precision} engine: {exc}".splitlines()[0]) from exc
+        raise ArtifactError(onnx_path, f"TensorRT could not build a {recipe.describe()} engine: {exc}".splitlines()[0]
+                            ) from exc
     return bytes(memoryview(serialized))
 
 
@@ -97,9 +90,10 @@ def built_engine_source(onnx_path, precision: str, profiles: Sequence[EngineProf
 
     def load() -> bytes:
         env = current_env()
-        key = engine_key(onnx_path, precision, BUILDER_FLAGS[precision], profiles, env)
+        recipe = installed_recipe(precision)
+        key = engine_key(onnx_path, precision, recipe.key_flags(), profiles, env)
         return cache.get_or_build(
-            key, lambda: build_engine_bytes(onnx_path, precision, profiles, cache.timing_cache_path(env))
+            key, lambda: build_engine_bytes(onnx_path, recipe, profiles, cache.timing_cache_path(env))
         )
 
     return load
@@ -110,15 +104,21 @@ def user_engine_source(engine_path, precision: str) -> Callable[[], bytes]:
     return lambda: load_user_engine(Path(engine_path), current_env(), precision)
 
 
+def _mode(value) -> str:
+    """A TensorIOMode's name ("INPUT", "OUTPUT", "NONE") without importing TensorRT."""
+    return str(getattr(value, "name", value)).rsplit(".", 1)[-1].upper()
+
+
+def engine_io_names(engine, mode: str) -> list:
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    return [name for name in names if _mode(engine.get_tensor_mode(name)) == mode]
+
+
 def read_engine_input_metas(engine, profile_index: int = 0,
                             case_metas: Optional[Mapping[str, TensorMeta]] = None) -> dict:
     """Binding dtypes and (profile) shapes of an ICudaEngine's inputs, as TensorMeta."""
-    trt = importlib.import_module("tensorrt")
     metas = {}
-    for index in range(engine.num_io_tensors):
-        name = engine.get_tensor_name(index)
-        if engine.get_tensor_mode(name) != trt.TensorIOMode.INPUT:
-            continue
+    for name in engine_io_names(engine, "INPUT"):
         if engine.is_shape_inference_io(name):
             raise HarnessError(f"engine input '{name}' is a shape tensor; the harness feeds only data tensors")
         dtype = numpy_dtype_for_trt(engine.get_tensor_dtype(name).name, name)
@@ -158,30 +158,31 @@ class TensorRTRunner(Runner):
         self._trt_runner = None
         self._metas = None
 
+    def adopt_engine(self, engine) -> None:
+        """Read the engine's contract back and check the case's feed and outputs against it (raises on a mismatch)."""
+        metas = read_engine_input_metas(engine, self.profile_index, self.case_metas)
+        if self.case_metas:
+            raise_for(self.name, compare_metas(self.case_metas, metas, f"engine ({self.backend})"))
+        engine_outputs = engine_io_names(engine, "OUTPUT")
+        if self.output_names:
+            missing = [n for n in self.output_names if n not in engine_outputs]
+            if missing:
+                raise ArtifactError(self.name, f"engine lacks outputs {missing}; it has {engine_outputs}")
+        else:
+            self.output_names = engine_outputs
+        self.engine, self._metas = engine, metas
+
     def activate_impl(self):
         api = polygraphy_trt()
         serialized = self._engine_source()
         try:
-            self.engine = api.EngineFromBytes(serialized)()
+            engine = api.EngineFromBytes(serialized)()
         except Exception as exc:
             raise ArtifactError(self.name, f"TensorRT cannot deserialize the engine: {exc}".splitlines()[0]) from exc
-        self._trt_runner = api.TrtRunner(self.engine, name=self.name, optimization_profile=self.profile_index)
-        self._trt_runner.activate()
         try:
-            self._metas = read_engine_input_metas(self.engine, self.profile_index, self.case_metas)
-            if self.case_metas:
-                raise_for(self.name, compare_metas(self.case_metas, self._metas, f"engine ({self.backend})"))
-            trt = importlib.import_module("tensorrt")
-            engine_outputs = [
-                self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)
-                if self.engine.get_tensor_mode(self.engine.get_tensor_name(i)) == trt.TensorIOMode.OUTPUT
-            ]
-            if self.output_names:
-                missing = [n for n in self.output_names if n not in engine_outputs]
-                if missing:
-                    raise ArtifactError(self.name, f"engine lacks outputs {missing}; it has {engine_outputs}")
-            else:
-                self.output_names = engine_outputs
+            self.adopt_engine(engine)  # before TrtRunner allocates buffers for it
+            self._trt_runner = api.TrtRunner(engine, name=self.name, optimization_profile=self.profile_index)
+            self._trt_runner.activate()
         except BaseException:
             self.deactivate_impl()
             raise

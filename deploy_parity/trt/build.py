@@ -1,0 +1,132 @@
+"""How an engine is built for a precision on a TensorRT major: the recipe, and Polygraphy's loader chain.
+
+TensorRT 10 (the pinned stacks): the network is weakly typed and the precision is a
+builder flag. Polygraphy's CreateConfig sets BuilderFlag.FP16 for fp16=True and clears
+BuilderFlag.TF32 unless tf32=True (TensorRT sets TF32 by default), so trt-fp32 is IEEE
+fp32 and trt-tf32 asks for TF32 by name.
+
+TensorRT 11 (the canary): networks are strongly typed and BuilderFlag.FP16 is gone, so
+Polygraphy's CreateConfig(fp16=True) fails there (`fail_unavailable("fp16 in
+CreateConfig")`: "fp16 is not available on TensorRT version 11...") and the engine's
+precision is the graph's own. For fp16 the ONNX graph is converted with Polygraphy's
+ConvertToFp16 (onnxconverter-common's convert_float_to_float16, keep_io_types=True):
+float weights and activations become float16, Casts keep the inputs and outputs
+float32, so the engine binds the float32 feed the case declares, and ops that
+onnxconverter-common keeps in float32 (Resize, TopK, NonMaxSuppression, RoiAlign, ...)
+stay there behind Casts. The network is marked STRONGLY_TYPED when that flag still
+exists. TF32 is still a builder flag in strongly typed networks; a TensorRT without it
+refuses trt-tf32 instead of building something else.
+
+The recipe is pure data, so it is part of the engine cache key and tested without
+TensorRT. `engine_bytes_loader` constructs Polygraphy's loaders (nothing runs, and
+TensorRT is not imported: Polygraphy imports it lazily when a loader is called).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from deploy_parity.errors import BackendUnavailable, HarnessError
+
+TRT_PRECISIONS = ("fp32", "tf32", "fp16")
+STRONGLY_TYPED_FROM = 11  # first TensorRT major whose networks are strongly typed, with no FP16 builder flag
+
+# CreateConfig flags per precision on TensorRT 10 and older (also the engine cache key's flags there).
+BUILDER_FLAGS = {
+    "fp32": {"fp16": False, "tf32": False},
+    "tf32": {"fp16": False, "tf32": True},
+    "fp16": {"fp16": True, "tf32": False},
+}
+
+
+@dataclass(frozen=True)
+class BuildRecipe:
+    precision: str
+    trt_major: int
+    create_config: tuple  # sorted (keyword, value) pairs for Polygraphy's CreateConfig
+    fp16_graph: bool  # convert the ONNX graph's float tensors to float16 (inputs and outputs stay float32)
+    strongly_typed: Optional[bool]  # NetworkFromOnnx*(strongly_typed=...); None: TensorRT's default
+
+    def config_kwargs(self) -> dict:
+        return dict(self.create_config)
+
+    def key_flags(self) -> dict:
+        """What the engine cache key records: the CreateConfig flags, plus the graph and network typing when used."""
+        flags = self.config_kwargs()
+        if self.fp16_graph:
+            flags["fp16_graph"] = True
+        if self.strongly_typed is not None:
+            flags["strongly_typed"] = self.strongly_typed
+        return flags
+
+    def describe(self) -> str:
+        how = ("ONNX graph converted to float16 (IO float32), strongly typed network" if self.fp16_graph
+               else ", ".join(f"{k}={v}" for k, v in self.create_config) + " builder flags")
+        return f"{self.precision} on TensorRT {self.trt_major}: {how}"
+
+
+def trt_major(version: str) -> int:
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError as exc:
+        raise HarnessError(f"cannot read a TensorRT major from version {version!r}") from exc
+
+
+def recipe_for(precision: str, major: int, builder_flags: Optional[Sequence[str]] = None,
+               network_flags: Optional[Sequence[str]] = None) -> BuildRecipe:
+    """The recipe for `precision` on TensorRT `major`.
+
+    builder_flags / network_flags: the names in trt.BuilderFlag / trt.NetworkDefinitionCreationFlag
+    (None: assume what the major documents). Pure.
+    """
+    if precision not in TRT_PRECISIONS:
+        raise HarnessError(f"no TensorRT recipe for precision {precision!r}; known {list(TRT_PRECISIONS)}")
+    if major < STRONGLY_TYPED_FROM:
+        flags = BUILDER_FLAGS[precision]
+        return BuildRecipe(precision, major, tuple(sorted(flags.items())), fp16_graph=False, strongly_typed=None)
+    if precision == "tf32" and builder_flags is not None and "TF32" not in builder_flags:
+        raise BackendUnavailable(f"TensorRT {major} has no TF32 builder flag: trt-tf32 cannot be built there")
+    strongly = True if network_flags is None or "STRONGLY_TYPED" in network_flags else None
+    return BuildRecipe(precision, major, (("tf32", precision == "tf32"),), fp16_graph=precision == "fp16",
+                       strongly_typed=strongly)
+
+
+def installed_recipe(precision: str) -> BuildRecipe:
+    """The recipe for the installed TensorRT (imports it: GPU path only)."""
+    import tensorrt as trt
+
+    return recipe_for(precision, trt_major(trt.__version__), list(trt.BuilderFlag.__members__),
+                      list(trt.NetworkDefinitionCreationFlag.__members__))
+
+
+def polygraphy_profiles(profiles, profile_class=None) -> list:
+    """The harness's EngineProfiles as Polygraphy Profile objects (input order kept)."""
+    if profile_class is None:
+        profile_class = importlib.import_module("polygraphy.backend.trt").Profile
+    converted = []
+    for profile in profiles:
+        poly = profile_class()
+        for name, shape_range in profile.inputs:
+            poly.add(name, min=shape_range.min, opt=shape_range.opt, max=shape_range.max)
+        converted.append(poly)
+    return converted
+
+
+def engine_bytes_loader(onnx_path, recipe: BuildRecipe, profiles, timing_cache=None, trt_api=None, onnx_api=None):
+    """Polygraphy's EngineBytesFromNetwork(network, config=CreateConfig(...)), constructed and not called.
+
+    The byte-returning half of EngineFromNetwork, so the engine cache can store the bytes.
+    """
+    trt_api = trt_api or importlib.import_module("polygraphy.backend.trt")
+    if recipe.fp16_graph:
+        onnx_api = onnx_api or importlib.import_module("polygraphy.backend.onnx")
+        graph = onnx_api.ConvertToFp16(onnx_api.OnnxFromPath(str(onnx_path)))
+        network = trt_api.NetworkFromOnnxBytes(onnx_api.BytesFromOnnx(graph), strongly_typed=recipe.strongly_typed)
+    else:
+        network = trt_api.NetworkFromOnnxPath(str(onnx_path), strongly_typed=recipe.strongly_typed)
+    cache = str(timing_cache) if timing_cache else None
+    config = trt_api.CreateConfig(profiles=polygraphy_profiles(profiles, trt_api.Profile), load_timing_cache=cache,
+                                  **recipe.config_kwargs())
+    return trt_api.EngineBytesFromNetwork(network, config=config, save_timing_cache=cache)
