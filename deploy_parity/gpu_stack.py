@@ -258,8 +258,7 @@ def runtime_report(stack: Stack, require_tensorrt: bool = True) -> tuple:
         facts["gpu"] = torch.cuda.get_device_name(0)
 
     dists = {}
-    for dist in ("onnxruntime", "onnxruntime-gpu", "tensorrt", "tensorrt-cu12", "tensorrt-cu13", "polygraphy",
-                 "onnxconverter-common"):
+    for dist in ("onnxruntime", "onnxruntime-gpu", "tensorrt", "tensorrt-cu12", "tensorrt-cu13", "polygraphy"):
         try:
             dists[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

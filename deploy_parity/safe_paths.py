@@ -10,6 +10,7 @@ write elsewhere. File locks for the caches live here too.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 
@@ -42,7 +43,11 @@ def file_lock(lock_path):
     handle = open(lock_path, "a+b")
     try:
         if fcntl is not None:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            except OSError as error:  # a filesystem without flock (some network mounts): unlocked
+                if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    raise
         yield
     finally:
         handle.close()  # closing the descriptor releases the lock

@@ -36,7 +36,6 @@ import copy  # noqa: E402
 import dataclasses  # noqa: E402
 import hashlib  # noqa: E402
 import logging  # noqa: E402
-import shutil  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Callable, Optional  # noqa: E402
@@ -242,10 +241,3 @@ def with_runtime_onnx(case: ModelCase, make_onnx: Callable[[], Path], **changes)
     lazy.__dict__["_make_onnx"] = make
     return lazy
 
-
-def remove_cached_exports(spec: YoloSpec) -> None:
-    """Delete this spec's run-time exports (tests use it to start from nothing)."""
-    for path in artifact_cache_dir().glob(f"{spec.name}-ultralytics-export-*.onnx"):
-        path.unlink()
-    if artifact_cache_dir().is_dir() and not any(artifact_cache_dir().iterdir()):
-        shutil.rmtree(artifact_cache_dir())

@@ -10,6 +10,7 @@ with its holder's last descriptor, so a killed run never leaves the directory lo
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -22,6 +23,8 @@ except ImportError:  # pragma: no cover - Windows: no lock, one run per director
     fcntl = None
 
 LOCK_NAME = ".parity-run.lock"
+# flock on a filesystem that has none (some network mounts): run unlocked, and say so.
+UNSUPPORTED = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 
 
 class ReportsBusy(Exception):
@@ -46,6 +49,7 @@ class ReportsLock:
         self.directory = Path(directory)
         self.path = self.directory / LOCK_NAME
         self._handle = None
+        self.unsupported = ""  # why this directory could not be locked, when its filesystem cannot
 
     @property
     def held(self) -> bool:
@@ -61,9 +65,11 @@ class ReportsLock:
             except BlockingIOError:
                 handle.close()
                 raise ReportsBusy(self.directory, self.read_holder()) from None
-            except OSError:
-                handle.close()
-                raise
+            except OSError as error:
+                if error.errno not in UNSUPPORTED:
+                    handle.close()
+                    raise
+                self.unsupported = f"{self.path}: {error.strerror or error}"
         try:
             handle.seek(0)
             handle.truncate()

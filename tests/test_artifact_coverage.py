@@ -86,7 +86,8 @@ MY_DET = ModelCase(
     build_reference=build,
     build_deploy=lambda target: build(),
     inputs=(InputSpec("images", "image", ("float32",)),),
-    outputs=(OutputSpec("boxes", "boxes"), OutputSpec("scores", "scores")),
+    # The graph's third output is an auxiliary tensor: compared raw, never dropped.
+    outputs=(OutputSpec("boxes", "boxes"), OutputSpec("scores", "scores"), OutputSpec("peak_gap", "raw")),
     sizes=SizeSpace(min_side=64, max_side=256, export_height=128, export_width=128),
     to_instances=to_instances,
     max_batch=4,
@@ -100,7 +101,7 @@ CASES = [
     # (b) a float32 graph for a case that declares float32 and uint8 images
     replace(MY_DET, name="my-det-f32", inputs=(InputSpec("images", "image", ("float32", "uint8")),)),
     # (d) an auxiliary output declared as keypoints that to_instances never reads
-    replace(MY_DET, name="my-det-unread", outputs=MY_DET.outputs + (OutputSpec("peak_gap", "keypoints"),)),
+    replace(MY_DET, name="my-det-unread", outputs=MY_DET.outputs[:2] + (OutputSpec("peak_gap", "keypoints"),)),
     # (e) a reader that crashes on rectangular images
     replace(MY_DET, name="my-det-crash", to_instances=to_instances_square_only),
 ]

@@ -200,12 +200,16 @@ def _flat_outputs_module(case, module):
             named = case.named_outputs(self.inner(*args))
             return tuple(named[name] for name in case.output_names)
 
-    return NamedOutputs(module) if case.adapter is not None else module
+    from deploy_parity.adapters.base import Adapter
+
+    nested = case.adapter is not None and type(case.adapter).named_outputs is not Adapter.named_outputs
+    return NamedOutputs(module) if nested else module
 
 
 def _export(case, target, options, module, path: Path, key: str) -> None:
     import torch
 
+    original = module
     module = _flat_outputs_module(case, module)
 
     sizes = case.sizes
@@ -237,7 +241,7 @@ def _export(case, target, options, module, path: Path, key: str) -> None:
                 input_names=case.input_names,
                 output_names=case.output_names,
                 opset_version=options.opset,
-                dynamic_shapes=_dynamo_shapes(case, target),
+                dynamic_shapes=_dynamo_shapes(case, target, wrapped=module is not original),
                 external_data=False,
             )
             program.save(str(tmp))
@@ -260,7 +264,7 @@ def _export(case, target, options, module, path: Path, key: str) -> None:
                 leftover.unlink()
 
 
-def _dynamo_shapes(case, target):
+def _dynamo_shapes(case, target, wrapped: bool = False):
     from torch.export import Dim
 
     batch = Dim("batch", min=1, max=max(case.max_batch, 2))
@@ -271,6 +275,8 @@ def _dynamo_shapes(case, target):
             dims.update({2: Dim("height", min=case.sizes.min_side, max=case.sizes.max_side),
                          3: Dim("width", min=case.sizes.min_side, max=case.sizes.max_side)})
         shapes[spec.name] = dims
+    if wrapped:  # NamedOutputs.forward(*args): one varargs parameter, in input order
+        return {"args": tuple(shapes[name] for name in case.input_names)}
     return shapes
 
 

@@ -8,12 +8,11 @@ fp32 and trt-tf32 asks for TF32 by name.
 TensorRT 11 (the canary): networks are strongly typed and BuilderFlag.FP16 is gone, so
 Polygraphy's CreateConfig(fp16=True) fails there (`fail_unavailable("fp16 in
 CreateConfig")`: "fp16 is not available on TensorRT version 11...") and the engine's
-precision is the graph's own. For fp16 the ONNX graph is converted with Polygraphy's
-ConvertToFp16 (onnxconverter-common's convert_float_to_float16, keep_io_types=True):
-float weights and activations become float16, Casts keep the inputs and outputs
-float32, so the engine binds the float32 feed the case declares, and ops that
-onnxconverter-common keeps in float32 (Resize, TopK, NonMaxSuppression, RoiAlign, ...)
-stay there behind Casts. The network is marked STRONGLY_TYPED when that flag still
+precision is the graph's own. For fp16 the ONNX graph is converted to float16 by
+deploy_parity/trt/fp16_graph.py (float32 inputs and outputs kept, so the engine binds
+the feed the case declares; see there why not Polygraphy's ConvertToFp16, which breaks
+on Resize and Cast(to=FLOAT) in this zoo's graphs) and parsed with
+NetworkFromOnnxBytes. The network is marked STRONGLY_TYPED when that flag still
 exists. TF32 is still a builder flag in strongly typed networks; a TensorRT without it
 refuses trt-tf32 instead of building something else.
 
@@ -114,16 +113,17 @@ def polygraphy_profiles(profiles, profile_class=None) -> list:
     return converted
 
 
-def engine_bytes_loader(onnx_path, recipe: BuildRecipe, profiles, timing_cache=None, trt_api=None, onnx_api=None):
+def engine_bytes_loader(onnx_path, recipe: BuildRecipe, profiles, timing_cache=None, trt_api=None):
     """Polygraphy's EngineBytesFromNetwork(network, config=CreateConfig(...)), constructed and not called.
 
     The byte-returning half of EngineFromNetwork, so the engine cache can store the bytes.
     """
     trt_api = trt_api or importlib.import_module("polygraphy.backend.trt")
     if recipe.fp16_graph:
-        onnx_api = onnx_api or importlib.import_module("polygraphy.backend.onnx")
-        graph = onnx_api.ConvertToFp16(onnx_api.OnnxFromPath(str(onnx_path)))
-        network = trt_api.NetworkFromOnnxBytes(onnx_api.BytesFromOnnx(graph), strongly_typed=recipe.strongly_typed)
+        from deploy_parity.trt.fp16_graph import fp16_graph_bytes
+
+        # A callable: Polygraphy converts when the network is built, not now.
+        network = trt_api.NetworkFromOnnxBytes(lambda: fp16_graph_bytes(onnx_path), strongly_typed=recipe.strongly_typed)
     else:
         network = trt_api.NetworkFromOnnxPath(str(onnx_path), strongly_typed=recipe.strongly_typed)
     cache = str(timing_cache) if timing_cache else None
