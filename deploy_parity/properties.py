@@ -58,6 +58,7 @@ class PropertyRun:
     replay: Optional[ParityExample] = None
     min_batch: int = 1
     results: list = field(default_factory=list)
+    localise: bool = True  # attribute a failure to a stage and a layer (off: --no-localise)
 
     def replay_command(self, ex: ParityExample) -> str:
         args = ["pytest", self.nodeid, "--model", self.case.name, "--backend", self.backend.name,
@@ -106,7 +107,7 @@ class PropertyRun:
         if severe is not None and (worst_error(severe) or 0.0) > (worst_error(result) or 0.0):
             result.most_severe = {"example": severe.example.describe(), "worst_error": worst_error(severe),
                                   "replay": severe.replay}
-        if os.environ.get("PARITY_LOCALISE", "1").strip().lower() in ("0", "off", "false", "no"):
+        if not self.localise or os.environ.get("PARITY_LOCALISE", "1").strip().lower() in ("0", "off", "false", "no"):
             return
         from deploy_parity.compare.case_outputs import compare_case_outputs
         from deploy_parity.compare.verdict import combine

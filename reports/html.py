@@ -230,6 +230,33 @@ def _histogram_section(page: ReportPage) -> str:
             "<figcaption>Per-case worst error, log scale, stacked by backend.</figcaption></figure>")
 
 
+def _diagnosis_section(page: ReportPage) -> str:
+    """Where each failing parity test breaks (stage, first divergent layer), and its most
+    severe example beside the smallest (deploy_parity/localize.py, properties.py)."""
+    rows = []
+    for r in page.records:
+        loc, severe = r.get("localisation"), r.get("most_severe")
+        if not loc and not severe:
+            continue
+        layer = (loc or {}).get("layer") or {}
+        where = layer.get("own_code") or (f"module '{layer['module']}'" if layer.get("module") is not None else "")
+        node = f" / {layer['node']} ({layer.get('op')})" if layer.get("node") else ""
+        links = "; ".join(f"{l['left']} vs {l['right']}: {'BREAKS' if l['broken'] else 'agrees'}"
+                          for l in (loc or {}).get("links", []))
+        rows.append([_e(r["model"]), _e(r["backend"]), f"{r['height']}x{r['width']} b{r['batch']}",
+                     _e((loc or {}).get("stage") or "not found"), _e(links), _e(where + node),
+                     _num(layer.get("error")), _e((loc or {}).get("note") or ""),
+                     _e(f"{severe['example']}: {severe['worst_error']:.3g}" if severe else ""),
+                     f"<code>{_e(severe['replay'] if severe else r.get('replay'))}</code>"])
+    if not rows:
+        return ""
+    return ("<h2 id='diagnosis'>Where the failures break</h2><p>Per failing parity test, on its final shrunk "
+            "example: the first link of eager reference &rarr; deploy module &rarr; graph on ONNX Runtime CPU &rarr; "
+            "backend that breaks, the first divergent module or node inside it, and the most severe example seen.</p>"
+            + _table(["model", "backend", "smallest", "stage", "chain", "first divergent layer", "error", "note",
+                      "most severe", "re-run (most severe)"], rows))
+
+
 def _cases_section(page: ReportPage) -> str:
     order = sorted(range(len(page.records)), key=lambda i: (-_SEVERITY.get(page.records[i]["verdict"], 0), i))
     body, classes = [], []
@@ -299,13 +326,14 @@ def render(page: ReportPage) -> str:
     banner = f" &middot; <strong>{regressions} metric regression(s)</strong>" if regressions else ""
     nav = " &middot; ".join(f"<a href='#{a}'>{t}</a>" for a, t in (
         ("run", "run"), ("matrix", "matrix"), ("summary", "summary"), ("history", "trend"),
-        ("pictures", "pictures"), ("errors", "errors"), ("bench", "benchmarks"), ("cases", "cases")))
+        ("diagnosis", "diagnosis"), ("pictures", "pictures"), ("errors", "errors"), ("bench", "benchmarks"), ("cases", "cases")))
     return "".join([
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{_e(title)}</title><style>{_STYLE}</style><script>{_IMAGE_CHECK}</script></head><body>",
         f"<h1>{_e(title)}</h1>{_status_banner(run)}<p>{_e(run.get('started_at'))}{banner}</p><p>{nav}</p>",
         _run_section(page), _matrix_section(page), _summary_section(page), _history_section(page),
-        _pictures_section(page), _histogram_section(page), _bench_section(page), _cases_section(page),
+        _diagnosis_section(page), _pictures_section(page), _histogram_section(page), _bench_section(page),
+        _cases_section(page),
         "</body></html>",
     ])
 
