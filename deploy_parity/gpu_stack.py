@@ -258,17 +258,22 @@ def runtime_report(stack: Stack, require_tensorrt: bool = True) -> tuple:
         facts["gpu"] = torch.cuda.get_device_name(0)
 
     dists = {}
-    for dist in ("onnxruntime", "onnxruntime-gpu", "tensorrt", "tensorrt-cu12", "tensorrt-cu13", "polygraphy"):
+    for dist in ("torch", "torchvision", "onnxruntime", "onnxruntime-gpu", "tensorrt", "tensorrt-cu12", "tensorrt-cu13",
+                 "polygraphy"):
         try:
             dists[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             pass
     facts["distributions"] = dists
+    ort_pin = stack.pins().get("onnxruntime-gpu", "<pin>")
     if "onnxruntime" in dists:
-        problems.append(f"the CPU onnxruntime {dists['onnxruntime']} is installed next to onnxruntime-gpu: "
-                        "pip uninstall -y onnxruntime && pip install --force-reinstall --no-deps "
-                        f"onnxruntime-gpu=={stack.pins().get('onnxruntime-gpu', '<pin>')} (both install the `onnxruntime` "
-                        "package; install deploy-parity with --no-deps so it never comes back)")
+        beside = (f"next to onnxruntime-gpu {dists['onnxruntime-gpu']}" if "onnxruntime-gpu" in dists
+                  else "and onnxruntime-gpu is not")
+        problems.append(f"the CPU onnxruntime {dists['onnxruntime']} is installed {beside}: pip uninstall -y onnxruntime "
+                        f"&& pip install --force-reinstall --no-deps onnxruntime-gpu=={ort_pin} (both install the "
+                        "`onnxruntime` package; install deploy-parity with --no-deps so the CPU one never comes back)")
+    elif "onnxruntime-gpu" not in dists:
+        problems.append(f"onnxruntime-gpu is not installed: pip install -r {stack.requirements_path().relative_to(REPO)}")
     pins = stack.pins()
     for name, version in pins.items():
         installed = dists.get(name)

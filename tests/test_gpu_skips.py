@@ -47,19 +47,32 @@ def test_no_cuda_device_says_where_to_run():
     assert "CPU-only build" in gpu.missing(cpu_torch, ("cuda",))
 
 
-def test_missing_cuda_provider_says_how_to_install_onnxruntime_gpu():
+def test_missing_cuda_provider_says_how_to_install_a_gpu_stack():
     caps = gpu.Capabilities(**{**EVERYTHING.__dict__, "ort_providers": ("CPUExecutionProvider",)})
     assert gpu.missing(caps, ("cuda", "ort-cuda")) == (
-        "onnxruntime has no CUDAExecutionProvider: pip uninstall onnxruntime && pip install -e '.[gpu]'"
+        "onnxruntime has no CUDAExecutionProvider (the CPU build): install a GPU stack: pip install -r "
+        "requirements/gpu-cu13.txt (or gpu-cu12.txt), then pip install --no-deps -e . (docs/gpu.md)"
     )
     assert "TensorrtExecutionProvider" in gpu.missing(caps, ("cuda", "ort-trt", "tensorrt"))
+
+
+def test_a_provider_the_build_lists_but_no_session_opens_gives_the_sessions_reason():
+    """get_available_providers() lists CUDA and TensorRT wherever onnxruntime-gpu is installed; only a session tells."""
+    why = "onnxruntime 1.31.1 lists TensorrtExecutionProvider but an opened session runs on ['CPUExecutionProvider']"
+    caps = gpu.Capabilities(**{**EVERYTHING.__dict__,
+                               "ort_providers": ("CUDAExecutionProvider", "CPUExecutionProvider"),
+                               "ort_listed": EVERYTHING.ort_providers,
+                               "ort_failures": (("TensorrtExecutionProvider", why),)})
+    assert gpu.missing(caps, ("cuda", "ort-cuda")) is None
+    assert gpu.missing(caps, ("cuda", "ort-trt", "tensorrt")) == why
 
 
 def test_missing_tensorrt_says_how_to_install_it():
     caps = gpu.Capabilities(**{**EVERYTHING.__dict__, "tensorrt": False, "polygraphy": False})
     assert gpu.missing(caps, ("cuda", "tensorrt", "polygraphy")) == (
-        "TensorRT is not installed: pip install tensorrt --extra-index-url https://pypi.nvidia.com "
-        "(or pip install -e '.[trt]'); Polygraphy is not installed: pip install -e '.[trt]' (or pip install polygraphy)"
+        "TensorRT is not installed: pip install -r requirements/gpu-cu13.txt (or gpu-cu12.txt), which pins it "
+        "(TensorRT's libraries come from https://pypi.nvidia.com, see docs/gpu.md); "
+        "Polygraphy is not installed: pip install -e . (a core dependency) or pip install polygraphy"
     )
 
 
@@ -104,11 +117,15 @@ def test_importing_the_gpu_modules_imports_no_tensorrt():
         import deploy_parity.trt.engine_cache, deploy_parity.trt.profiles, deploy_parity.contracts.artifact
         loaded = sorted(m for m in ("tensorrt", "polygraphy") if m in sys.modules)
         assert not loaded, f"imported at import time: {loaded}"
-        # Asking every backend whether it can run looks for TensorRT without importing it.
+        # Asking every backend whether it can run looks for TensorRT without importing it,
+        # unless onnxruntime lists its TensorRT provider: opening a session with it loads
+        # TensorRT's libraries (import tensorrt), which is how the probe knows it works.
         from deploy_parity.backends import BACKENDS
         for backend in BACKENDS.values():
             backend.unavailable()
-        assert "tensorrt" not in sys.modules, "unavailable() imported tensorrt"
+        import onnxruntime
+        if "TensorrtExecutionProvider" not in onnxruntime.get_available_providers():
+            assert "tensorrt" not in sys.modules, "unavailable() imported tensorrt"
         print("ok")
         """
     )

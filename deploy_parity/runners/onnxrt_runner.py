@@ -85,7 +85,7 @@ def open_provider(provider: str, options: Tuple = ()) -> Tuple[bool, str]:
         libs = ("TensorRT's libnvinfer.so.10 / libnvonnxparser.so.10 (TensorRT 10, the stack's pinned one)"
                 if provider == TRT_PROVIDER else "CUDA's and cuDNN's libraries of the onnxruntime-gpu build's CUDA major")
         return False, (f"onnxruntime {ort.__version__} lists {provider} but an opened session runs on {active}: "
-                       f"its libraries did not load (it needs {libs}; ONNX Runtime's log above names the missing one); "
+                       f"its libraries did not load (it needs {libs}, and ONNX Runtime's log above names the missing one). "
                        "python -m deploy_parity.gpu_stack runtime --stack <cu12|cu13> checks the whole stack")
     return True, ""
 

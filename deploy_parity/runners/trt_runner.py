@@ -41,7 +41,7 @@ from deploy_parity.trt.profiles import EngineProfile, bounds_from_engine_metas, 
 
 TENSORRT_MISSING = (
     "TensorRT is not installed: pip install -r requirements/gpu-cu13.txt (or gpu-cu12.txt), which pins it "
-    "(TensorRT's libraries come from https://pypi.nvidia.com; docs/gpu.md)"
+    "(TensorRT's libraries come from https://pypi.nvidia.com, see docs/gpu.md)"
 )
 POLYGRAPHY_MISSING = "Polygraphy is not installed: pip install -e . (a core dependency) or pip install polygraphy"
 

@@ -145,10 +145,10 @@ def _convert_source(node) -> None:
                 attribute.i = onnx.TensorProto.FLOAT16
 
 
-def convert_to_fp16_graph(model, keep_ops=()):
+def convert_to_fp16_graph(model, keep_ops=(), keep_nodes=()):
     """A copy of `model` (onnx.ModelProto) computing in float16, with float32 inputs and outputs.
 
-    keep_ops: op types to keep in float32 as well (with what only feeds them).
+    keep_ops / keep_nodes: op types / node names to keep in float32 as well (with what only feeds them).
     """
     onnx = _onnx()
     original = model
@@ -175,7 +175,7 @@ def convert_to_fp16_graph(model, keep_ops=()):
         node = nodes[index]
         if node.op_type in CONTROL_FLOW or _subgraphs(node) or node.domain not in ("", "ai.onnx"):
             return True
-        if node.op_type in FLOAT_ONLY_OPS or node.op_type in keep_ops:
+        if node.op_type in FLOAT_ONLY_OPS or node.op_type in keep_ops or node.name in keep_nodes:
             return True
         return node.op_type == "Range" and any(name in floats for name in node.input)
 
