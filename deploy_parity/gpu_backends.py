@@ -18,7 +18,7 @@ Precisions (the `precision` each backend's tolerance rows are looked up with):
   onnxrt-cuda          fp32      CUDAExecutionProvider with use_tf32=0
   onnxrt-trt           tf32      TensorrtExecutionProvider: TensorRT's default builder
                                  config has TF32 on and ORT exposes no switch for it
-  trt-fp32/-tf32/-fp16           engines built with Polygraphy (see trt_runner.py)
+  trt-fp32/-tf32/-fp16           engines built with Polygraphy (trt_runner.py; per TensorRT major: trt/build.py)
 """
 
 from __future__ import annotations
@@ -245,7 +245,7 @@ GPU_BACKENDS = (
             _trt("fp32"), _requires("cuda", "tensorrt", "polygraphy"), gpu=True, artifact="engine"),
     Backend("trt-tf32", "tf32", "a TensorRT engine built by Polygraphy with TF32 allowed",
             _trt("tf32"), _requires("cuda", "tensorrt", "polygraphy"), gpu=True, artifact="engine"),
-    Backend("trt-fp16", "fp16", "a TensorRT engine built by Polygraphy with FP16 kernels allowed",
+    Backend("trt-fp16", "fp16", "a TensorRT engine built by Polygraphy in fp16 (FP16 flag on TensorRT 10, fp16 graph on 11)",
             _trt("fp16"), _requires("cuda", "tensorrt", "polygraphy"), gpu=True, artifact="engine"),
 )
 

@@ -131,7 +131,7 @@ def python_problem(version=None) -> str:
         return ""
     return (f"Python {version[0]}.{version[1]} has no wheels for the pinned GPU stacks: use Python "
             f"{lo[0]}.{lo[1]}-{hi[0]}.{hi[1]} (onnxruntime-gpu 1.26 / 1.31 publish no cp310 wheel, TensorRT 10.16's "
-            "bindings no cp314 one; unpinned, pip on 3.10 pairs a CUDA 12 onnxruntime-gpu with torch's CUDA 13 libraries)")
+            "bindings no cp314 one; unpinned, pip on 3.10 pairs onnxruntime-gpu 1.23.2, CUDA 12, with torch's CUDA 13 libraries)")
 
 
 # ------------------------------------------------------------------ pip's report

@@ -53,6 +53,22 @@ def peak_gap(flat_maps: torch.Tensor) -> torch.Tensor:
     return top2[..., 0] - top2[..., 1]
 
 
+# An ROI side this close to an integer sits on a decision boundary of the decoding
+# itself: ceil() of it may come out one cell different on another runtime (box
+# coordinates differ by ~6e-5 px in fp32), which changes the resize grid and moves every
+# keypoint of the ROI by a fraction of a cell (0.3 px seen in a nightly run). Its gaps
+# are reported as 0: ties, so such a jump is ambiguous, not a failure.
+CEIL_BOUNDARY_PX = 1e-3
+
+
+def on_ceil_boundary(widths: torch.Tensor, heights: torch.Tensor) -> torch.Tensor:
+    """(R,) True where an ROI's width or height lies within CEIL_BOUNDARY_PX of an integer."""
+    def near_integer(side):
+        return (side - side.round()).abs() < CEIL_BOUNDARY_PX
+
+    return near_integer(widths) | near_integer(heights)
+
+
 def decode_heatmaps_eager(maps: torch.Tensor, rois: torch.Tensor):
     """torchvision's eager decoding of (R, K, M, M) heatmaps over (R, 4) ROIs.
 
@@ -75,6 +91,7 @@ def decode_heatmaps_eager(maps: torch.Tensor, rois: torch.Tensor):
         keypoints[i, :, 1] = (y_int.float() + 0.5) * (heights[i] / roi_height) + rois[i, 1]
         keypoints[i, :, 2] = roi_map[torch.arange(num_keypoints), y_int, x_int]
         gaps[i] = peak_gap(flat)
+    gaps = torch.where(on_ceil_boundary(widths, heights)[:, None], torch.zeros_like(gaps), gaps)
     return keypoints, gaps
 
 
@@ -149,7 +166,8 @@ def decode_heatmaps_exportable(maps: torch.Tensor, rois: torch.Tensor):
     x = (x_int.to(maps.dtype) + 0.5) * (widths / widths_ceil)[:, None] + rois[:, None, 0]
     y = (y_int.to(maps.dtype) + 0.5) * (heights / heights_ceil)[:, None] + rois[:, None, 1]
     keypoints = torch.stack([x, y, top2[..., 0]], dim=-1)
-    return keypoints, top2[..., 0] - top2[..., 1]
+    gaps = top2[..., 0] - top2[..., 1]
+    return keypoints, torch.where(on_ceil_boundary(widths, heights)[:, None], torch.zeros_like(gaps), gaps)
 
 
 def clamp_to_image(keypoints: torch.Tensor, image_size) -> torch.Tensor:

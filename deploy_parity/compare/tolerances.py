@@ -86,12 +86,14 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
         "systematic shift of 2e-3 px is 8 ulps at 2048 px: rounding averages far below it",
     ),
     ("keypoints", ANY, "fp32"): Tolerance(
-        {"pixel": 1e-2, "min_oks": 0.99, "score_abs": 1e-5, "score_rtol": 1e-4, "peak_gap": 1e-4,
+        {"pixel": 1e-2, "min_oks": 0.99, "score_abs": 1e-4, "score_rtol": 1e-4, "peak_gap": 1e-4,
          "shift_px": 2e-3},
         "keypoints are decoded like box corners (prior + offset x stride, or a heatmap cell "
         "mapped through its box): the box rows' 1e-2 px and 2e-3 px shift floor apply (zoo: "
-        "6.2e-5 px); heatmap-logit scores err relatively (1e-4); heatmap peaks within 1e-4 "
-        "of each other are ties that argmax may break either way",
+        "6.2e-5 px). Keypoint scores are often heatmap logits, whose rounding follows the "
+        "heatmap's magnitude (~10-25), not the score's: measured 3.1e-5 absolute at scores near "
+        "0 (keypoint-rcnn, ci) and 2.0e-5 at 0.07 (nightly), so 1e-4 absolute plus 1e-4 "
+        "relative. Heatmap peaks within 1e-4 of each other are ties that argmax may break",
     ),
     ("masks", ANY, "fp32"): Tolerance(
         {"min_iou": 0.98, "max_boundary_disagreement": 0.05, "soft_abs": 4e-3},
