@@ -117,7 +117,8 @@ def test_argmax_tie_between_runtimes_is_ambiguous_not_a_failure():
     comparisons = compare_case_outputs(case, outputs(keypoints), outputs(moved), backend="onnxrt-cpu",
                                        precision="fp32", image_size=(200, 180), batch=1)
     verdicts = {c.kind: c.verdict for c in comparisons}
-    assert verdicts == {"boxes": Verdict.PASS, "keypoints": Verdict.AMBIGUOUS}
+    # The jump is a tie: left out of the systematic-shift check too.
+    assert verdicts == {"boxes": Verdict.PASS, "keypoints": Verdict.AMBIGUOUS, "shift": Verdict.PASS}
 
 
 class _Decoder(torch.nn.Module):
