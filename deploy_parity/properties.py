@@ -32,6 +32,10 @@ from deploy_parity.strategies import (
 )
 
 
+# Time limit of one failure's localisation (once per failing test, on its final example).
+LOCALISE_SECONDS = 120.0
+
+
 class ParityFailure(AssertionError):
     """A checked case failed; the message holds the evidence and the replay command."""
 
@@ -120,7 +124,16 @@ class PropertyRun:
                                                image_size=(ex.height, ex.width), batch=ex.batch)
             return combine(c.verdict for c in comparisons) not in (Verdict.FAIL, Verdict.ERROR)
 
-        result.localisation = localise(self.pool, self.case, self.backend, ex, agrees)
+        from deploy_parity.watchdog import CaseTimeout, time_limit
+
+        try:  # bounded: a diagnosis must never cost more than the run it explains
+            with time_limit(LOCALISE_SECONDS, f"localising {self.case.name} on {self.backend.name}"):
+                result.localisation = localise(self.pool, self.case, self.backend, ex, agrees)
+        except CaseTimeout:
+            from deploy_parity.localize import Localisation
+
+            result.localisation = Localisation(note=f"localisation stopped after its {LOCALISE_SECONDS:g} s limit",
+                                               seconds=LOCALISE_SECONDS)
 
     @staticmethod
     def diagnosis_text(result: CaseResult) -> str:
