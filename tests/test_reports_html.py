@@ -139,8 +139,10 @@ def test_report_opens_in_chromium_with_every_image(chromium, failing_report, tmp
     assert any(src.startswith("images/case-") for src in parts.images)
 
     headings = " | ".join(parts.headings)
-    for heading in ("deploy parity: 1 cases, 1 failing", "Model x backend x precision", "Trend and regressions",
-                    "Failing and ambiguous cases", "Error distribution", "Every checked case"):
+    cases = len(failing_report.records())  # the replayed parity case (and the coverage check, when selected)
+    for heading in (f"deploy parity: {cases} cases, 1 failing", "Model x backend x precision", "Trend and regressions",
+                    "Where the failures break", "Failing and ambiguous cases", "Error distribution",
+                    "Every checked case"):
         assert heading in headings, headings
     text = dumped.stdout
     assert "1 metric regression(s)" in text and "pose-rtmo-broken" in text
