@@ -147,17 +147,19 @@ def _align(names_a, names_b) -> dict:
         for k in range(1, min(3, len(parts)) + 1):
             yield ".".join(parts[k:])
 
-    best = {}
+    best, best_score = {}, (-1, -1)
     for prefix in ("", "model.", "inner.", "module.", "inner.model."):
         mapping = {}
         for name in names_a:
+            # The whole name under this prefix first; a shortened one only when the whole
+            # name has no match under it (a shortened name can hit an unrelated module).
             for v in variants(name):
-                candidate = prefix + v if (prefix + v) in b else None
-                if candidate is not None:
-                    mapping[name] = candidate
+                if prefix + v in b:
+                    mapping[name] = prefix + v
                     break
-        if len(mapping) > len(best):
-            best = mapping
+        exact = sum(1 for name, mapped in mapping.items() if mapped == prefix + name)
+        if (exact, len(mapping)) > best_score:
+            best, best_score = mapping, (exact, len(mapping))
     return best
 
 

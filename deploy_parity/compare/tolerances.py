@@ -188,9 +188,6 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
         "autocast: mask logits from fp16 convs, sigmoid in fp32: as fp16 (measured 1.34e-2 on an H200 "
         "under fp16; autocast failed the old 1e-2 limit the same way)",
     ),
-    # Determinism of TensorRT: tactics are chosen per build, not per run, but TensorRT may
-    # choose kernels that reduce with atomics (split-K GEMM/conv), whose summation order
-    # varies from run to run on the same engine and input: a few ulps, never more.
     # Measured on an H200 (tools/gpu_smoke.py, 2026-11-30): keypoint-rcnn on torch-cuda-fp32
     # gave a keypoint score of 1.98647 differing by 1.19e-7 (1 ulp) between two runs on
     # the same input; the other zoo models were bit-identical. CUDA reductions (cuBLAS
@@ -210,6 +207,9 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
         "autocast's fp16 convs reduce in a run-dependent order like fp16's: a few fp16 ulps; not yet "
         "seen on an H200",
     ),
+    # Determinism of TensorRT: tactics are chosen per build, not per run, but TensorRT may
+    # choose kernels that reduce with atomics (split-K GEMM/conv), whose summation order
+    # varies from run to run on the same engine and input: a few ulps, never more.
     ("determinism", "trt-fp32", ANY): Tolerance(
         {"atol": 1e-5, "rtol": 1e-5, "max_fraction_out": 0.0},
         "TensorRT may pick atomic (split-K) reductions: fp32 sums in varying order differ by ulps",
