@@ -80,7 +80,6 @@ def _context(args):
 
 
 def measure_in_process(args) -> list:
-    import deploy_parity.gpu_backends  # noqa: F401  registers the GPU backends (imports no GPU library)
     from deploy_parity.backends import select_backends
     from deploy_parity.registry import build_registry
 

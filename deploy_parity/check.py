@@ -49,6 +49,9 @@ class CaseResult:
     # example of a failing test only; and the most severe failing example seen beside it.
     localisation: Optional[object] = None
     most_severe: Optional[dict] = None
+    # The two answers compared, for the report's picture of a failing or ambiguous case
+    # (never written to the records; the recorder keeps a bounded number of them).
+    kept: Optional["KeptAnswers"] = None
 
     def failures(self) -> list:
         return [c for c in self.comparisons if c.verdict == Verdict.FAIL]
@@ -87,6 +90,27 @@ class CaseResult:
             **({"most_severe": self.most_severe} if self.most_severe else {}),
             "comparisons": [c.to_record() for c in self.comparisons],
         }
+
+
+@dataclass
+class KeptAnswers:
+    """What a check compared, as it ran: the feed and both sides' outputs (whole batch).
+
+    For the batch check `first` is the list of single-image runs, one per sample. The
+    report draws its pictures from these instead of running the case a second time.
+    """
+
+    check: str
+    feed: dict
+    first: object
+    second: dict
+
+
+def _keep(result: CaseResult, feed: dict, first, second) -> CaseResult:
+    """Attach the answers to a result a picture may be drawn of (failing or ambiguous)."""
+    if result.verdict in (Verdict.FAIL, Verdict.AMBIGUOUS):
+        result.kept = KeptAnswers(result.check, feed, first, second)
+    return result
 
 
 def _result(check, case, backend, example, comparisons, start, message="") -> CaseResult:
@@ -177,8 +201,26 @@ def recorded(check: str):
     return wrap
 
 
-def feed_for(case, example: ParityExample) -> dict:
+def feed_for(case, example: ParityExample, pool=None) -> dict:
+    """The example's feed: the pool's shared copy (rendered once per example) when there is a pool."""
+    feeds = getattr(pool, "feed", None)
+    if feeds is not None:
+        return feeds(case, example)
     return make_feed(case, example.height, example.width, example.batch, example.seed, example.dtypes)
+
+
+class comparing:
+    """Times the comparators into the pool's compare_seconds (the overhead report's compare phase)."""
+
+    def __init__(self, pool):
+        self.pool = pool
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc):
+        if hasattr(self.pool, "compare_seconds"):
+            self.pool.compare_seconds += time.perf_counter() - self.start
 
 
 def candidate_runner(pool, case, backend, example: ParityExample):
@@ -193,7 +235,7 @@ def accepted_shapes(runner) -> dict:
 def check_parity(pool, case, backend, example: ParityExample) -> CaseResult:
     """Candidate backend against the eager PyTorch reference on one feed."""
     start = time.perf_counter()
-    feed = feed_for(case, example)
+    feed = feed_for(case, example, pool)
     runner = candidate_runner(pool, case, backend, example)
     try:
         candidate = runner.infer(feed)
@@ -201,11 +243,12 @@ def check_parity(pool, case, backend, example: ParityExample) -> CaseResult:
         result = _refused("parity", case, backend, example, error, start)
     else:
         reference = pool.reference(case).infer(feed)
-        comparisons = compare_case_outputs(
-            case, reference, candidate, backend=backend.name, precision=backend.precision,
-            image_size=(example.height, example.width), batch=example.batch,
-        )
-        result = _result("parity", case, backend, example, comparisons, start)
+        with comparing(pool):
+            comparisons = compare_case_outputs(
+                case, reference, candidate, backend=backend.name, precision=backend.precision,
+                image_size=(example.height, example.width), batch=example.batch,
+            )
+        result = _keep(_result("parity", case, backend, example, comparisons, start), feed, reference, candidate)
     result.accepted = accepted_shapes(runner)
     return result
 
@@ -215,7 +258,7 @@ def check_refusal(pool, case, backend, example: ParityExample) -> CaseResult:
     """A shape outside what the candidate accepts must be refused with a clear message:
     neither a parity failure nor (worse) a pass. FAIL if the candidate runs it anyway."""
     start = time.perf_counter()
-    feed = feed_for(case, example)
+    feed = feed_for(case, example, pool)
     runner = None
     try:
         # A per-size case refuses to build a graph for a size outside its space at all.
@@ -235,7 +278,7 @@ def check_refusal(pool, case, backend, example: ParityExample) -> CaseResult:
 def check_batch_consistency(pool, case, backend, example: ParityExample) -> CaseResult:
     """Metamorphic: a batch of N different images equals the N images run one by one."""
     start = time.perf_counter()
-    feed = feed_for(case, example)
+    feed = feed_for(case, example, pool)
     runner = candidate_runner(pool, case, backend, example)
     try:
         batched = runner.infer(feed)
@@ -245,7 +288,7 @@ def check_batch_consistency(pool, case, backend, example: ParityExample) -> Case
     comparisons = []
     # Neither side is the reference here: messages name the image run alone and the same
     # image inside its batch.
-    with side_names("run alone", "batched run"):
+    with side_names("run alone", "batched run"), comparing(pool):
         for index, single in enumerate(singles):
             # Compare sample `index` of the batch with the batch-of-one run of that image.
             batched_sample = {name: value[index : index + 1] for name, value in batched.items()}
@@ -253,24 +296,24 @@ def check_batch_consistency(pool, case, backend, example: ParityExample) -> Case
                 case, single, batched_sample, backend=backend.name, precision=backend.precision,
                 image_size=(example.height, example.width), batch=1, label=f"batch[{index}] vs alone",
             )
-    return _result("batch", case, backend, example, comparisons, start)
+    return _keep(_result("batch", case, backend, example, comparisons, start), feed, singles, batched)
 
 
 @recorded("determinism")
 def check_determinism(pool, case, backend, example: ParityExample) -> CaseResult:
     """The same backend run twice on the same feed gives bit-identical outputs."""
     start = time.perf_counter()
-    feed = feed_for(case, example)
+    feed = feed_for(case, example, pool)
     runner = candidate_runner(pool, case, backend, example)
     try:
         first = runner.infer(feed)
         second = runner.infer(feed)
     except UnsupportedShapeError as error:
         return _refused("determinism", case, backend, example, error, start)
-    with side_names("run 1", "run 2"):
+    with side_names("run 1", "run 2"), comparing(pool):
         comparisons = compare_all_tensors(case, first, second, kind="determinism", backend=backend.name,
                                           precision=backend.precision)
-    return _result("determinism", case, backend, example, comparisons, start)
+    return _keep(_result("determinism", case, backend, example, comparisons, start), feed, first, second)
 
 
 def check_coverage(pool, case, backend) -> CaseResult:
@@ -309,7 +352,7 @@ def _check_coverage(pool, case, backend, example, start) -> CaseResult:
                                    evidence={"accepted": gap.accepted, "declared": gap.declared,
                                              "source": bounds.source}) for gap in gaps]
     try:
-        feed = feed_for(case, example)
+        feed = feed_for(case, example, pool)
         runner = candidate_runner(pool, case, backend, example)
         candidate = runner.infer(feed)
         reference = pool.reference(case).infer(feed)

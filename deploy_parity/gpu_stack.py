@@ -280,7 +280,7 @@ def runtime_report(stack: Stack, require_tensorrt: bool = True) -> tuple:
         if name in dists and installed != version:
             problems.append(f"{name} {installed} is installed, {stack.name} pins {version}")
 
-    from deploy_parity.runners.onnxrt_runner import open_provider
+    from deploy_parity.backends.onnxruntime.providers import open_provider
 
     providers = {}
     for provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
@@ -290,7 +290,7 @@ def runtime_report(stack: Stack, require_tensorrt: bool = True) -> tuple:
             problems.append(f"{provider}: {why}")
     facts["onnxruntime providers (opened sessions)"] = providers
 
-    from deploy_parity.trt.libs import expose_cuda_runtime, load_tensorrt_libraries
+    from deploy_parity.backends.tensorrt.libs import expose_cuda_runtime, load_tensorrt_libraries
 
     try:
         loaded = load_tensorrt_libraries()

@@ -69,3 +69,63 @@ def make_feed(case, height: int, width: int, batch: int, seed: int, dtypes: Opti
 def take_sample(feed: dict, index: int) -> dict:
     """Sample `index` of a batched feed, as a batch of one."""
     return {name: np.ascontiguousarray(array[index : index + 1]) for name, array in feed.items()}
+
+
+class FeedCache:
+    """Feeds rendered once per example and shared by every check and backend that uses them.
+
+    Parity, batch consistency and determinism draw the same examples on every backend
+    (one Hypothesis seed per property), and rendering a scene costs more than a small
+    model's inference, so a feed is rendered once and handed out again. Bounded: least
+    recently used feeds go first once the arrays held pass `max_bytes`.
+
+    The arrays are read-only: a backend that tried to write into its input (an in-place
+    normalisation) would otherwise change what every later backend is fed. The PyTorch
+    runner copies a read-only feed before handing it to the module for that reason.
+    """
+
+    def __init__(self, max_bytes: int = 256 << 20):
+        from collections import OrderedDict
+
+        self.max_bytes = max_bytes
+        self._feeds: "OrderedDict[tuple, dict]" = OrderedDict()
+        self._bytes = 0
+        self.rendered = 0  # feeds built by make_feed
+        self.served = 0  # feeds handed out (rendered + reused)
+        self.render_seconds = 0.0
+        self._distinct: set = set()
+
+    @property
+    def distinct(self) -> int:
+        """Distinct examples asked for: rendered - distinct is what the bound cost."""
+        return len(self._distinct)
+
+    def get(self, case, height: int, width: int, batch: int, seed: int, dtypes: Sequence[str]) -> dict:
+        import time
+
+        key = (case.name, height, width, batch, seed, tuple(dtypes))
+        self.served += 1
+        self._distinct.add(key)
+        feed = self._feeds.get(key)
+        if feed is not None:
+            self._feeds.move_to_end(key)
+            return feed
+        start = time.perf_counter()
+        feed = make_feed(case, height, width, batch, seed, dtypes)
+        self.render_seconds += time.perf_counter() - start
+        self.rendered += 1
+        for array in feed.values():
+            if isinstance(array, np.ndarray):
+                array.flags.writeable = False
+        size = sum(getattr(array, "nbytes", 0) for array in feed.values())
+        self._feeds[key] = feed
+        self._bytes += size
+        while self._bytes > self.max_bytes and len(self._feeds) > 1:
+            _, old = self._feeds.popitem(last=False)
+            self._bytes -= sum(getattr(array, "nbytes", 0) for array in old.values())
+        return feed
+
+    def figures(self) -> dict:
+        return {"feeds_served": self.served, "feeds_rendered": self.rendered, "feeds_distinct": self.distinct,
+                "render_seconds": round(self.render_seconds, 3)}
+

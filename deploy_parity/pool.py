@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 
 from deploy_parity.backends import Backend, RunnerContext, onnx_for, reference_runner
 from deploy_parity.contracts.bounds import (ShapeBounds, case_bounds, intersect, onnx_graph_bounds, per_target_bounds,
                                   with_input_dtypes)
 from deploy_parity.case import DeployTarget, ModelCase
+from deploy_parity.inputs import FeedCache
 
 
 class RunnerPool:
@@ -23,13 +25,22 @@ class RunnerPool:
         self.capacity = capacity
         self._runners: OrderedDict = OrderedDict()
         self._references: dict = {}
+        self.feeds = FeedCache()
+        self.activations = 0  # runners activated (candidates and references)
+        self.activate_seconds = 0.0  # building modules, loading sessions, exports and engines they wait for
+        self.compare_seconds = 0.0  # in the comparators (deploy_parity/check.py adds it)
+        self._artifacts: set = set()  # distinct (case, backend, target) activated
         # Inference time of runners already evicted, so the overhead figure stays whole.
         self._retired_seconds = 0.0
         self._retired_calls = 0
 
     def reference(self, case: ModelCase):
         if case.name not in self._references:
+            start = time.perf_counter()
             self._references[case.name] = reference_runner(case).activate()
+            self.activate_seconds += time.perf_counter() - start
+            self.activations += 1
+            self._artifacts.add((case.name, "reference", None))
         return self._references[case.name]
 
     def get(self, case: ModelCase, backend: Backend, target: DeployTarget):
@@ -37,7 +48,11 @@ class RunnerPool:
         if key in self._runners:
             self._runners.move_to_end(key)
             return self._runners[key]
+        start = time.perf_counter()
         runner = backend.factory(case, target, self.context).activate()
+        self.activate_seconds += time.perf_counter() - start
+        self.activations += 1
+        self._artifacts.add(key)
         self._runners[key] = runner
         while len(self._runners) > self.capacity:
             _, old = self._runners.popitem(last=False)
@@ -86,6 +101,16 @@ class RunnerPool:
     def inference_calls(self) -> int:
         runners = list(self._runners.values()) + list(self._references.values())
         return self._retired_calls + sum(r.inference_calls for r in runners)
+
+    def feed(self, case: ModelCase, example) -> dict:
+        """The feed of `example` (a ParityExample), rendered once and shared (read-only)."""
+        return self.feeds.get(case, example.height, example.width, example.batch, example.seed, example.dtypes)
+
+    def figures(self) -> dict:
+        """Reuse figures for the overhead report: feeds rendered vs distinct, activations vs artifacts."""
+        return {**self.feeds.figures(), "runner_activations": self.activations,
+                "distinct_artifacts": len(self._artifacts), "activate_seconds": round(self.activate_seconds, 3),
+                "compare_seconds": round(self.compare_seconds, 3)}
 
     def close(self):
         for runner in list(self._runners.values()) + list(self._references.values()):

@@ -117,11 +117,15 @@ class Registry:
         for case in cases:
             self.register(case, origin=spec)
 
-    def load_zoo(self, package: str = "models") -> None:
+    def load_zoo(self, package: str = "models", wanted: Optional[Iterable[str]] = None) -> None:
+        """Register the zoo's cases. With `wanted` (case names, or () for the default run)
+        and a zoo INDEX, only the modules defining those cases are imported; an unknown
+        name then loads everything, so the error lists every case."""
         zoo = importlib.import_module(package)
+        names = self._zoo_modules(zoo, wanted)
         for info in pkgutil.iter_modules(zoo.__path__):
             # Case modules are plain modules; subpackages (scenes, training) are the zoo's tools.
-            if not info.name.startswith("_") and not info.ispkg:
+            if not info.name.startswith("_") and not info.ispkg and (names is None or info.name in names):
                 try:
                     module = import_cases_module(f"{package}.{info.name}")
                 except ModelCaseError as error:
@@ -134,6 +138,17 @@ class Registry:
                     continue
                 if hasattr(module, "CASES") or hasattr(module, "CASE"):
                     self.load_module(f"{package}.{info.name}")
+
+    @staticmethod
+    def _zoo_modules(zoo, wanted) -> Optional[set]:
+        """Module names to import for `wanted`; None: all of them."""
+        index = getattr(zoo, "INDEX", None)
+        if wanted is None or index is None:
+            return None
+        wanted = list(wanted) or list(getattr(zoo, "DEFAULT_RUN", ()))
+        if not wanted or any(name not in index for name in wanted):
+            return None
+        return {index[name] for name in wanted}
 
     def load_user_modules(self, specs: Iterable[str] = ()) -> None:
         from_env = [s for s in os.environ.get(ENV_VAR, "").split(",") if s.strip()]
@@ -163,13 +178,17 @@ class Registry:
         return [self._cases[n] for n in names]
 
 
-def build_registry(user_modules: Iterable[str] = (), zoo: str = "models") -> Registry:
+def build_registry(user_modules: Iterable[str] = (), zoo: str = "models",
+                   wanted: Optional[Iterable[str]] = None) -> Registry:
     """The user's modules when any are given (option or PARITY_MODEL_MODULES), else the zoo.
 
     A user's run never imports the zoo: its imports (torchvision, Ultralytics) change how
     other libraries behave (Ultralytics picks torchvision's NMS when it is importable),
     and its cases would run beside the user's. Name the zoo as a module to get both:
     --model-module models.pose_rtmo.
+
+    wanted: the case names a run selects (() for the default run): the zoo then imports
+    only the modules that define them. None: every case (listing, tools).
     """
     registry = Registry()
     user_modules = list(user_modules)
@@ -177,5 +196,5 @@ def build_registry(user_modules: Iterable[str] = (), zoo: str = "models") -> Reg
     if user_modules or from_env:
         registry.load_user_modules(user_modules)
     else:
-        registry.load_zoo(zoo)
+        registry.load_zoo(zoo, wanted)
     return registry

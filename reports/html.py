@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from reports.metrics import ERROR_METRICS, worst_errors
-from reports.overhead import format_overhead
+from reports.overhead import format_overhead, format_phases
 from reports.regressions import describe_rule
 from reports.summary import VERDICTS
 
@@ -42,6 +42,7 @@ class ReportPage:
     trend: Optional[str] = None
     history: dict = field(default_factory=dict)  # run.json's "history" part plus "recent_runs"
     bench: Optional[dict] = None
+    overhead_bench: Optional[dict] = None  # overhead.json: python -m deploy_parity.benchmarks.overhead
 
 
 def _e(value) -> str:
@@ -116,6 +117,7 @@ def _run_section(page: ReportPage) -> str:
         ("exports", f"{_e(run.get('exports'))} (cache hits {_e(run.get('export_cache_hits'))}, "
                     f"{_num(run.get('export_seconds'))} s exporting)"),
         ("harness overhead", _e(format_overhead(run["overhead"])) if "overhead" in run else "-"),
+        ("time per case", _e(format_phases(run["overhead"])) if "overhead" in run else "-"),
     ]
     if run.get("workers"):
         facts.append(("xdist workers", _e(", ".join(
@@ -182,9 +184,12 @@ def _history_section(page: ReportPage) -> str:
         parts.append(_table(["model", "backend", "prec", "check", "metric", "baseline", "now", "growth",
                              "baseline run", "re-run the worst case"], body, ["regression"] * len(body)))
     if page.trend:
-        parts.append(f"<figure><img src='{_e(page.trend)}' alt='trend of worst errors per run'>"
+        # An SVG in <img> shows no tooltips: the link opens it alone, where hovering a point gives its value.
+        parts.append(f"<figure><a href='{_e(page.trend)}'><img src='{_e(page.trend)}' "
+                     "alt='trend of worst errors per run'></a>"
                      "<figcaption>Worst error per group over the complete runs in the history "
-                     "(exact zeros drawn at 1e-9).</figcaption></figure>")
+                     "(exact zeros drawn at 1e-9). Click to open the figure; hover a point for its value."
+                     "</figcaption></figure>")
     recent = history.get("recent_runs") or []
     if recent:
         body = [[f"#{_e(r['id'])}", _e(r["started_at"]), _e(r["finished_at"] or "-"),
@@ -226,8 +231,10 @@ def _histogram_section(page: ReportPage) -> str:
     if not page.histogram:
         return ""
     return ("<h2 id='errors'>Error distribution</h2>"
-            f"<figure><img src='{_e(page.histogram)}' alt='histogram of per-case worst errors'>"
-            "<figcaption>Per-case worst error, log scale, stacked by backend.</figcaption></figure>")
+            f"<figure><a href='{_e(page.histogram)}'><img src='{_e(page.histogram)}' "
+            "alt='histogram of per-case worst errors'></a>"
+            "<figcaption>Per-case worst error, log scale, stacked by backend. Click to open the figure; "
+            "hover a bar for its count.</figcaption></figure>")
 
 
 def _diagnosis_section(page: ReportPage) -> str:
@@ -303,6 +310,38 @@ def _bench_section(page: ReportPage) -> str:
                       "warm median ms", "warm p99 ms", "warm runs", "throughput (img/s)"], body))
 
 
+def _overhead_bench_section(page: ReportPage) -> str:
+    result = page.overhead_bench
+    if not result:
+        return ""
+    body = []
+    for run in result.get("runs", []):
+        per_case = (run.get("phases") or {}).get("ms_per_case") or {}
+        reuse = run.get("reuse") or {}
+        body.append([_e(run.get("label")), f'<td class="n">{_num(run.get("outside_wall_seconds"))}</td>',
+                     f'<td class="n">{_num(run.get("overhead_ratio"))}</td>', f'<td class="n">{_e(run.get("cases"))}</td>',
+                     *(f'<td class="n">{_num(per_case.get(k))}</td>'
+                       for k in ("render", "activate", "infer", "compare", "record", "other")),
+                     _e(f"{reuse.get('feeds_rendered')} / {reuse.get('feeds_distinct')} / {reuse.get('feeds_served')}"),
+                     _e(f"{reuse.get('runner_activations')} / {reuse.get('distinct_artifacts')}")])
+    judging = [[_e(r["model"]), _e(r["backend"]), f'<td class="n">{r["feeds"]}</td>',
+                f'<td class="n">{_num(r["harness_seconds"] * 1000)}</td>',
+                f'<td class="n">{_num(r["polygraphy_seconds"] * 1000)}</td>',
+                f'<td class="n">{_num(r["harness_vs_polygraphy"])}</td>'] for r in result.get("judging", [])]
+    return ("<h2 id='overhead'>Harness overhead benchmark</h2>"
+            f"<p class='note'>From <code>overhead.json</code> ({_e(result.get('created'))}, profile "
+            f"{_e(result.get('profile'))}, models {_e(result.get('models'))}): "
+            "<code>python -m deploy_parity.benchmarks.overhead</code>. Overhead ratio: process seconds per second "
+            "inside backends (1.0 would be a harness that costs nothing).</p>"
+            + _table(["run", "wall s", "overhead ratio", "cases", "render ms/case", "activate ms/case",
+                      "infer ms/case", "compare ms/case", "record ms/case", "other ms/case",
+                      "feeds rendered / distinct / used", "activations / artifacts"], body)
+            + ("<p class='note'>The same feeds judged by the harness's comparators (matched instances) and by "
+               "Polygraphy's <code>Comparator.compare_accuracy</code> (element-wise):</p>"
+               + _table(["model", "backend", "feeds", "harness ms", "Polygraphy ms", "harness / Polygraphy"], judging)
+               if judging else ""))
+
+
 def _status_banner(run: dict) -> str:
     """A run that did not complete says so first: a stale green page is worse than none."""
     status = run.get("status")
@@ -333,6 +372,7 @@ def render(page: ReportPage) -> str:
         f"<h1>{_e(title)}</h1>{_status_banner(run)}<p>{_e(run.get('started_at'))}{banner}</p><p>{nav}</p>",
         _run_section(page), _matrix_section(page), _summary_section(page), _history_section(page),
         _diagnosis_section(page), _pictures_section(page), _histogram_section(page), _bench_section(page),
+        _overhead_bench_section(page),
         _cases_section(page),
         "</body></html>",
     ])

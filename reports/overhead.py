@@ -20,6 +20,18 @@ class ProcessTimes:
     export_cache_hits: int = 0
     export_seconds: float = 0.0
     export_rebuilt: list = field(default_factory=list)  # cache entries not trusted, and why
+    # Phases of the checks (seconds), besides inference_seconds.
+    render_seconds: float = 0.0  # building feeds (scenes drawn once per example: inputs.FeedCache)
+    activate_seconds: float = 0.0  # building runners: modules, sessions, the exports they wait for
+    compare_seconds: float = 0.0  # the comparators
+    record_seconds: float = 0.0  # serialising and writing the records
+    cases: int = 0  # records written
+    # Reuse: feeds handed out, rendered and distinct; runners activated for how many artifacts.
+    feeds_served: int = 0
+    feeds_rendered: int = 0
+    feeds_distinct: int = 0
+    runner_activations: int = 0
+    distinct_artifacts: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -33,11 +45,22 @@ class ProcessTimes:
         return total
 
 
-def measure_process(pool, started: float, now: float) -> ProcessTimes:
+def measure_process(pool, started: float, now: float, recorder=None) -> ProcessTimes:
     """This process's figures (pool: the session's RunnerPool, or None when no check ran)."""
     from deploy_parity.export.onnx_exporter import STATS
 
+    reuse = pool.figures() if pool is not None and hasattr(pool, "figures") else {}
     return ProcessTimes(
+        render_seconds=reuse.get("render_seconds", 0.0),
+        activate_seconds=reuse.get("activate_seconds", 0.0),
+        compare_seconds=reuse.get("compare_seconds", 0.0),
+        record_seconds=getattr(recorder, "record_seconds", 0.0),
+        cases=getattr(recorder, "count", 0),
+        feeds_served=reuse.get("feeds_served", 0),
+        feeds_rendered=reuse.get("feeds_rendered", 0),
+        feeds_distinct=reuse.get("feeds_distinct", 0),
+        runner_activations=reuse.get("runner_activations", 0),
+        distinct_artifacts=reuse.get("distinct_artifacts", 0),
         wall_seconds=now - started,
         inference_seconds=pool.inference_seconds() if pool else 0.0,
         inference_calls=pool.inference_calls() if pool else 0,
@@ -64,7 +87,42 @@ def overhead_figures(wall_seconds: float, checking: ProcessTimes, workers: int) 
         "workers": workers,
         "wall_per_backend_second": round(process_seconds / inside, 2) if inside > 0 else None,
         "backend_share": round(inside / process_seconds, 4) if process_seconds > 0 else None,
+        "phases": phase_figures(process_seconds, checking),
+        "reuse": {"feeds_served": checking.feeds_served, "feeds_rendered": checking.feeds_rendered,
+                  "feeds_distinct": checking.feeds_distinct, "runner_activations": checking.runner_activations,
+                  "distinct_artifacts": checking.distinct_artifacts},
     }
+
+
+PHASES = ("render", "activate", "infer", "compare", "record")
+
+
+def phase_figures(process_seconds: float, checking: ProcessTimes) -> dict:
+    """Seconds per phase, in all and per recorded case; "other" is the rest of the process
+    (imports, collection, Hypothesis, pytest, the report). Activation includes the exports
+    and engine builds a runner waits for."""
+    seconds = {"render": checking.render_seconds, "activate": checking.activate_seconds,
+               "infer": checking.inference_seconds, "compare": checking.compare_seconds,
+               "record": checking.record_seconds}
+    seconds["other"] = max(0.0, process_seconds - sum(seconds.values()))
+    cases = checking.cases
+    return {"cases": cases,
+            "seconds": {k: round(v, 3) for k, v in seconds.items()},
+            "ms_per_case": {k: round(1000 * v / cases, 2) for k, v in seconds.items()} if cases else {}}
+
+
+def format_phases(figures: dict) -> str:
+    """One line: where a case's time goes, and what was reused."""
+    phases, reuse = figures.get("phases"), figures.get("reuse")
+    if not phases or not phases.get("cases"):
+        return ""
+    per_case = ", ".join(f"{name} {ms:.1f}" for name, ms in phases["ms_per_case"].items())
+    line = f"ms per case ({phases['cases']} cases): {per_case}"
+    if reuse:
+        line += (f"; feeds rendered {reuse['feeds_rendered']} for {reuse['feeds_served']} uses "
+                 f"({reuse['feeds_distinct']} distinct); runners activated {reuse['runner_activations']} "
+                 f"for {reuse['distinct_artifacts']} distinct artifacts")
+    return line
 
 
 def format_overhead(figures: dict) -> str:

@@ -1,9 +1,10 @@
 """Pictures of failing and ambiguous cases: the input with both answers drawn on it.
 
-The checks keep no outputs (the hot path stays cheap); a record holds everything that
-defines its case (model, backend, size, batch, dtypes, seed), so the case is re-run
-here, at session end, for the few cases that get a picture. Each check compares two
-answers, and the picture shows those two:
+A failing or ambiguous check keeps what it compared (deploy_parity.check.KeptAnswers:
+the feed and both outputs) and the recorder holds a bounded number of them, so a picture
+costs no inference. Only where nothing was kept (an xdist worker's cases: their answers
+stay in the worker) is the case re-run from its record (model, backend, size, batch,
+dtypes, seed). Each check compares two answers, and the picture shows those two:
 
   parity       the eager PyTorch reference  vs  the backend
   batch        the image run alone          vs  the same image inside the batch
@@ -62,27 +63,42 @@ def _image_of(case, feed: dict, sample: int) -> np.ndarray:
     return np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
 
 
-def rerun(record: dict, case, backend, pool) -> TwoAnswers:
-    """Run the record's case again and return the two answers its check compared."""
+def rerun(record: dict, case, backend, pool):
+    """Run the record's case again: the KeptAnswers its check would have kept. Only for
+    records whose answers were not kept (an xdist worker's: they stay in its process)."""
+    from deploy_parity.check import KeptAnswers
+
     height, width, batch, seed = record["height"], record["width"], record["batch"], record["seed"]
     dtypes = tuple(record["dtypes"])
     feed = make_feed(case, height, width, batch, seed, dtypes)
-    sample = min(problem_sample(record), batch - 1)
-    size = (height, width)
     runner = pool.get(case, backend, case.deploy_target(height, width, dtypes))
     if record["check"] == "parity":
-        first, second = pool.reference(case).infer(feed), runner.infer(feed)
-        first_at, labels = sample, ("reference (eager PyTorch)", backend.name)
-    elif record["check"] == "batch":
-        first, second = runner.infer(take_sample(feed, sample)), runner.infer(feed)
-        first_at, labels = 0, (f"{backend.name}, image alone", f"{backend.name}, inside batch of {batch}")
-    elif record["check"] == "determinism":
-        first, second = runner.infer(feed), runner.infer(feed)
-        first_at, labels = sample, (f"{backend.name}, run 1", f"{backend.name}, run 2")
+        return KeptAnswers("parity", feed, pool.reference(case).infer(feed), runner.infer(feed))
+    if record["check"] == "batch":
+        return KeptAnswers("batch", feed, [runner.infer(take_sample(feed, i)) for i in range(batch)],
+                           runner.infer(feed))
+    if record["check"] == "determinism":
+        return KeptAnswers("determinism", feed, runner.infer(feed), runner.infer(feed))
+    raise ValueError(f"no picture for check {record['check']!r}")
+
+
+def two_answers(record: dict, case, backend_name: str, kept) -> TwoAnswers:
+    """The picture's two answers, for the record's problem sample, from what its check compared."""
+    batch = record["batch"]
+    sample = min(problem_sample(record), batch - 1)
+    size = (record["height"], record["width"])
+    first, second, first_at = kept.first, kept.second, sample
+    if kept.check == "parity":
+        labels = ("reference (eager PyTorch)", backend_name)
+    elif kept.check == "batch":
+        first, first_at = kept.first[sample], 0  # the image run alone is a batch of one
+        labels = (f"{backend_name}, image alone", f"{backend_name}, inside batch of {batch}")
+    elif kept.check == "determinism":
+        labels = (f"{backend_name}, run 1", f"{backend_name}, run 2")
     else:
-        raise ValueError(f"no picture for check {record['check']!r}")
+        raise ValueError(f"no picture for check {kept.check!r}")
     return TwoAnswers(
-        image=_image_of(case, feed, sample),
+        image=_image_of(case, kept.feed, sample),
         first=case.to_instances(first, first_at, size),
         second=case.to_instances(second, sample, size),
         first_label=labels[0],
@@ -178,13 +194,16 @@ def picture_title(record: dict, sample: int) -> str:
             f"dtypes {','.join(record['dtypes'])}, seed {record['seed']}")
 
 
-def render_case(record: dict, case, backend, pool, path: Path) -> Optional[str]:
-    """Draw the record's case into `path`; None when done, else why there is no picture."""
+def render_case(record: dict, case, backend, pool, path: Path, kept=None) -> Optional[str]:
+    """Draw the record's case into `path` from `kept` (what its check compared), or by
+    re-running it on `pool` when nothing was kept; None when done, else why there is no picture."""
     if record["check"] not in CHECKS_WITH_PICTURES:
         return f"no picture for the {record['check']} check"
     try:
-        answers = rerun(record, case, backend, pool)
+        if kept is None:
+            kept = rerun(record, case, backend, pool() if callable(pool) else pool)
+        answers = two_answers(record, case, backend.name, kept)
         draw(answers, case, picture_title(record, answers.sample), path)
     except Exception as error:  # noqa: BLE001 - a report must not die on one case it cannot redraw
-        return f"could not re-run this case for a picture: {type(error).__name__}: {error}".splitlines()[0]
+        return f"could not draw this case: {type(error).__name__}: {error}".splitlines()[0]
     return None

@@ -60,6 +60,7 @@ class WrittenReports:
     run_id: Optional[int] = None
     problems: list = field(default_factory=list)  # a report that could not be written, and why
     pictures: int = 0
+    pictures_rerun: int = 0  # drawn by running the case again (nothing kept: an xdist worker's case)
     seconds: float = 0.0  # spent writing all of this, at session end
 
 
@@ -141,18 +142,22 @@ def _picture_order(records: list) -> list:
             seen.add(key)
             wanted.append(index)
 
-    def worst(index):
-        values = [v for v in worst_errors(records[index]).values() if v is not None]
-        return max(values) if values else 0.0
-
-    return sorted(wanted, key=lambda i: (PICTURE_VERDICTS.index(records[i]["verdict"]), -worst(i), i))
+    return sorted(wanted, key=lambda i: picture_priority(records[i], i))
 
 
-def _pictures(records: list, directory: Path, cap: int, registry, backends: dict, make_pool: Callable) -> tuple:
+def picture_priority(record: dict, index: int) -> tuple:
+    """Sort key of a record worth a picture: failures first, then the larger error, then the earlier."""
+    values = [v for v in worst_errors(record).values() if v is not None]
+    rank = PICTURE_VERDICTS.index(record["verdict"]) if record["verdict"] in PICTURE_VERDICTS else len(PICTURE_VERDICTS)
+    return rank, -(max(values) if values else 0.0), index
+
+
+def _pictures(records: list, directory: Path, cap: int, registry, backends: dict, make_pool: Callable,
+              kept_answers: Optional[dict] = None) -> tuple:
     wanted = _picture_order(records)
     for stale in (directory / "images").glob("case-*.png"):  # an earlier run's pictures
         stale.unlink()
-    pictures, pool = [], None
+    pictures, pool, rerun = [], None, 0
     for count, index in enumerate(wanted[:cap]):
         record = records[index]
         name = f"images/case-{count:03d}.png"
@@ -161,14 +166,16 @@ def _pictures(records: list, directory: Path, cap: int, registry, backends: dict
         except Exception as error:  # noqa: BLE001 - a case the registry no longer knows
             pictures.append(Picture(index, None, f"no picture: {error}"))
             continue
-        if pool is None:
+        kept = (kept_answers or {}).get(index)
+        if kept is None and pool is None:  # nothing kept (an xdist worker's case): run it again
             pool = make_pool()
-        why_not = _render_case(record, case, backend, pool, directory / name)
+        why_not = _render_case(record, case, backend, pool, directory / name, kept=kept)
+        rerun += kept is None
         caption = f"{record['check']} {record['model']} on {record['backend']}, {record['height']}x{record['width']}"
         pictures.append(Picture(index, None if why_not else name, why_not or caption))
     if pool is not None:
         pool.close()
-    return pictures, max(0, len(wanted) - cap)
+    return pictures, max(0, len(wanted) - cap), rerun
 
 
 def _render_case(*args, **kwargs):
@@ -177,8 +184,8 @@ def _render_case(*args, **kwargs):
     return render_case(*args, **kwargs)
 
 
-def _bench(directory: Path) -> Optional[dict]:
-    path = directory / "bench.json"
+def _bench(directory: Path, name: str = "bench.json") -> Optional[dict]:
+    path = directory / name
     try:
         return json.loads(path.read_text()) if path.is_file() else None
     except (OSError, ValueError):
@@ -187,8 +194,11 @@ def _bench(directory: Path) -> Optional[dict]:
 
 def write_run_reports(*, directory: Path, records: list, identity: RunIdentity, outcome: RunOutcome,
                       environment: Callable[[], dict], picture_cap: int, registry, backends: dict,
-                      make_pool: Callable, html: bool = True, workers: list = ()) -> WrittenReports:
+                      make_pool: Callable, html: bool = True, workers: list = (),
+                      kept_answers: Optional[dict] = None) -> WrittenReports:
     """workers: per xdist worker, {"id", "gpu", "torch_threads", "cases"} (empty without xdist).
+    kept_answers: record index -> what its check compared (deploy_parity.check.KeptAnswers);
+    pictures are drawn from these, and only a record without them is re-run (make_pool).
 
     Never raises for a file it cannot write: each is a problem in the result. When one
     is met after the history said 'complete', the history run is marked 'failed' and
@@ -246,7 +256,8 @@ def write_run_reports(*, directory: Path, records: list, identity: RunIdentity, 
     except Exception as error:  # noqa: BLE001 - said once at the end, never a verdict
         written.problems.append(f"{directory / 'run.json'}: {type(error).__name__}: {error}")
     if html:
-        _write_html(written, directory, records, rows, run, history, picture_cap, registry, backends, make_pool)
+        _write_html(written, directory, records, rows, run, history, picture_cap, registry, backends, make_pool,
+                    kept_answers or {})
     if written.problems:
         _settle_failed(written, identity, outcome, directory, html, records)
     written.seconds = time.perf_counter() - start
@@ -288,17 +299,19 @@ def _settle_failed(written: WrittenReports, identity: RunIdentity, outcome: RunO
             pass
 
 
-def _write_html(written, directory, records, rows, run, history, picture_cap, registry, backends, make_pool):
+def _write_html(written, directory, records, rows, run, history, picture_cap, registry, backends, make_pool,
+                kept_answers=None):
     try:
         from reports.plots import error_histogram, trend_plot
 
-        page = ReportPage(run=run, rows=rows, records=records, history=history, bench=_bench(directory))
-        page.pictures, page.pictures_left_out = _pictures(records, directory, picture_cap, registry, backends,
-                                                          make_pool)
-        if error_histogram(records, directory / "images" / "errors.png"):
-            page.histogram = "images/errors.png"
-        if history.get("trend_points") and trend_plot(history["trend_points"], directory / "images" / "trend.png"):
-            page.trend = "images/trend.png"
+        page = ReportPage(run=run, rows=rows, records=records, history=history, bench=_bench(directory),
+                          overhead_bench=_bench(directory, "overhead.json"))
+        page.pictures, page.pictures_left_out, written.pictures_rerun = _pictures(records, directory, picture_cap, registry, backends,
+                                                          make_pool, kept_answers or {})
+        if error_histogram(records, directory / "images" / "errors.svg"):
+            page.histogram = "images/errors.svg"
+        if history.get("trend_points") and trend_plot(history["trend_points"], directory / "images" / "trend.svg"):
+            page.trend = "images/trend.svg"
         written.html = write_page(page, directory)
         written.pictures = sum(p.file is not None for p in page.pictures)
     except Exception as error:  # noqa: BLE001 - say why, keep the run's other reports and exit status

@@ -330,7 +330,7 @@ class _ProfiledEngine:
 
     def __init__(self, case, target):
         from deploy_parity.contracts import metas_for_case
-        from deploy_parity.trt.profiles import derive_profile, metas_from_profile
+        from deploy_parity.backends.tensorrt.profiles import derive_profile, metas_from_profile
 
         profile = derive_profile(case, target)
         dtypes = dict(zip(case.input_names, target.dtypes))
@@ -343,7 +343,7 @@ class _ProfiledEngine:
         return self._metas
 
     def shape_bounds(self, case):
-        from deploy_parity.trt.profiles import bounds_from_engine_metas
+        from deploy_parity.backends.tensorrt.profiles import bounds_from_engine_metas
 
         return bounds_from_engine_metas(case, self._metas, source="engine profile")
 

@@ -68,7 +68,6 @@ def test_measure_reports_cold_apart_from_warm(tmp_path, backend):
 
 def test_unavailable_backend_is_reported_not_raised(tmp_path):
     case = build_registry().get("pose-rtmo")
-    import deploy_parity.gpu_backends  # noqa: F401
 
     backend = BACKENDS["torch-cuda-fp32"]
     if backend.unavailable() is None:
@@ -101,3 +100,32 @@ def test_command_writes_bench_json_and_merges(tmp_path):
     unknown = subprocess.run(common + ["--backend", "no-such-backend", "--in-process"], cwd=REPO,
                              capture_output=True, text=True)
     assert unknown.returncode == 2 and "no-such-backend" in unknown.stderr
+
+
+def test_overhead_benchmark_judges_the_same_feeds_with_the_harness_and_polygraphy(tmp_path, monkeypatch):
+    """The P4 figures: the real Polygraphy Comparator and the harness on one set of outputs."""
+    from deploy_parity.benchmarks.overhead import format_tables, judging_comparison
+
+    monkeypatch.setenv("PARITY_CACHE_DIR", str(tmp_path))
+    rows = judging_comparison(["pose-rtmo"], "onnxrt-cpu", 3)
+    assert [(r["model"], r["backend"], r["feeds"]) for r in rows] == [("pose-rtmo", "onnxrt-cpu", 3)]
+    row = rows[0]
+    assert row["harness_seconds"] > 0 and row["polygraphy_seconds"] > 0
+    assert row["polygraphy_passed"] is True and row["harness_verdicts"] == ["pass"]  # fp32 graph vs eager: agree
+    table = format_tables({"runs": [], "judging": rows})
+    assert "| pose-rtmo | onnxrt-cpu | 3 |" in table
+
+
+def test_the_report_shows_the_overhead_benchmark(tmp_path):
+    from reports.html import ReportPage, render
+
+    overhead = {"created": "2026-12-01T00:00:00+00:00", "profile": "ci", "models": "default run",
+                "runs": [{"label": "warm 1", "outside_wall_seconds": 50.2, "overhead_ratio": 1.4, "cases": 700,
+                          "phases": {"ms_per_case": {"render": 1.0, "activate": 2.0, "infer": 30.0, "compare": 3.0,
+                                                     "record": 1.0, "other": 5.0}},
+                          "reuse": {"feeds_rendered": 300, "feeds_distinct": 300, "feeds_served": 977,
+                                    "runner_activations": 30, "distinct_artifacts": 30}}],
+                "judging": [{"model": "pose-rtmo", "backend": "onnxrt-cpu", "feeds": 20, "harness_seconds": 0.04,
+                             "polygraphy_seconds": 0.3, "harness_vs_polygraphy": 0.13}]}
+    page = render(ReportPage(run={"status": "complete"}, rows=[], records=[], history={}, overhead_bench=overhead))
+    assert "Harness overhead benchmark" in page and "300 / 300 / 977" in page and ">0.13<" in page

@@ -26,7 +26,7 @@ from deploy_parity.hashing import sha256_file
 from deploy_parity.pool import RunnerPool
 from deploy_parity.registry import Registry, build_registry
 from deploy_parity.strategies import ParityExample
-from deploy_parity.trt.engine_cache import EngineCache, EngineEnv, make_key
+from deploy_parity.backends.tensorrt.engine_cache import EngineCache, EngineEnv, make_key
 from tests.suite_runs import REPO, run_suite, suite_env
 from tests.tiny_cases import tiny_case
 

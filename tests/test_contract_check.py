@@ -20,7 +20,7 @@ from deploy_parity.contracts.artifact import (
 )
 from deploy_parity.contracts import DimRange, TensorMeta, metas_for_case
 from deploy_parity.errors import ArtifactError, InputContractError, UnsupportedShapeError
-from deploy_parity.runners.onnxrt_runner import OnnxRuntimeRunner
+from deploy_parity.backends.onnxruntime.runner import OnnxRuntimeRunner
 
 HEIGHT, WIDTH = 64, 96
 

@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 
 from deploy_parity.errors import ArtifactError
-from deploy_parity.trt.engine_cache import (
+from deploy_parity.backends.tensorrt.engine_cache import (
     EngineCache,
     EngineEnv,
     engine_key,
@@ -25,7 +25,7 @@ from deploy_parity.trt.engine_cache import (
     stale_reason,
     write_user_sidecar,
 )
-from deploy_parity.trt.profiles import EngineProfile, ShapeRange
+from deploy_parity.backends.tensorrt.profiles import EngineProfile, ShapeRange
 
 ENV = EngineEnv(tensorrt="10.3.0", gpu="NVIDIA H100 80GB HBM3")
 PROFILE = EngineProfile((("images", ShapeRange((1, 3, 192, 192), (1, 3, 192, 192), (4, 3, 192, 192))),))
@@ -156,7 +156,7 @@ def test_a_user_engine_without_a_sidecar_is_refused_with_how_to_fix(user_engine)
     text = str(caught.value)
     assert "refusing to load this TensorRT engine" in text
     assert "no sidecar JSON" in text
-    assert "python -m deploy_parity.trt.engine_cache stamp" in text
+    assert "python -m deploy_parity.backends.tensorrt.engine_cache stamp" in text
 
 
 @pytest.mark.parametrize(

@@ -72,7 +72,7 @@ def test_torch_export_based_exporter_matches_torchscript(pose, tmp_path):
     from deploy_parity.compare.tolerances import lookup
     from deploy_parity.compare.verdict import Verdict
     from deploy_parity.inputs import make_feed
-    from deploy_parity.runners.onnxrt_runner import OnnxRuntimeRunner
+    from deploy_parity.backends.onnxruntime.runner import OnnxRuntimeRunner
 
     target = pose.deploy_target(64, 96, ("float32",))
     feed = make_feed(pose, 64, 96, 2, seed=0)

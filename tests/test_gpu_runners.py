@@ -1,6 +1,6 @@
 """GPU runners: what runs here (CPU), and GPU tests that run only where a GPU is.
 
-CPU part: TorchCudaRunner's precision modes run on device="cpu" (casting and contract
+CPU part: TorchRunner's precision modes run on device="cpu" (casting and contract
 logic, not CUDA numerics); the TensorRT runner and factories refuse clearly where
 TensorRT is absent. GPU part (@gpu, @trt): skipped here with the backend's own reason;
 on the GPU runner they compare against the CPU reference with the tolerance table.
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-import deploy_parity.gpu_backends as gpu
+import deploy_parity.backends.tensorrt as tensorrt_backends
 from deploy_parity.backends import BACKENDS, RunnerContext, reference_runner
 from deploy_parity.case import InputSpec, ModelCase, OutputSpec, SizeSpace
 from deploy_parity.compare.case_outputs import compare_case_outputs
@@ -24,9 +24,10 @@ from deploy_parity.compare.verdict import Verdict
 from deploy_parity.contracts import DimRange, TensorMeta, metas_for_case
 from deploy_parity.errors import BackendUnavailable, HarnessError, InputContractError, UnsupportedShapeError
 from deploy_parity.inputs import make_feed
-from deploy_parity.runners.torch_cuda_runner import NO_CUDA, TorchCudaRunner, ieee_fp32
-from deploy_parity.runners.torch_runner import TorchRunner
-from deploy_parity.runners.trt_runner import TENSORRT_MISSING, TensorRTRunner
+from deploy_parity.registry import build_registry
+from deploy_parity.backends.pytorch import deploy_runner
+from deploy_parity.backends.pytorch.runner import NO_CUDA, TorchRunner, ieee_fp32
+from deploy_parity.backends.tensorrt.runner import TENSORRT_MISSING, TensorRTRunner
 from models.pose_rtmo import CASE as POSE
 
 
@@ -49,8 +50,8 @@ def head_feed(batch=2, height=16, width=24, dtype=np.float32):
     return {"images": np.random.default_rng(0).random((batch, 3, height, width)).astype(dtype)}
 
 
-def cpu_runner(mode, build=HalfSafeHead, metas=HEAD_METAS, outputs=("scores",)):
-    return TorchCudaRunner(f"head/{mode}-on-cpu", build, metas, list(outputs), mode=mode, device="cpu")
+def cpu_runner(precision, build=HalfSafeHead, metas=HEAD_METAS, outputs=("scores",)):
+    return TorchRunner(f"head/{precision}-on-cpu", build, metas, list(outputs), precision=precision, device="cpu")
 
 
 # ---------------------------------------------------------------- CPU: torch modes
@@ -65,7 +66,7 @@ def test_fp32_mode_gives_exactly_what_the_cpu_torch_runner_gives():
 
 def test_half_mode_casts_module_and_inputs_inside_and_stays_within_the_fp16_row():
     feed = head_feed()
-    with TorchRunner("head/torch-cpu", HalfSafeHead, HEAD_METAS, ["scores"]) as plain, cpu_runner("half") as half:
+    with TorchRunner("head/torch-cpu", HalfSafeHead, HEAD_METAS, ["scores"]) as plain, cpu_runner("fp16") as half:
         assert half.precision == "fp16"
         assert next(half.module.parameters()).dtype == torch.float16
         reference, candidate = plain.infer(feed)["scores"], half.infer(feed)["scores"]
@@ -77,7 +78,7 @@ def test_half_mode_casts_module_and_inputs_inside_and_stays_within_the_fp16_row(
 
 def test_half_mode_still_requires_the_declared_float32_feed():
     """The cast to fp16 is the runner's; a caller handing in fp16 is a contract error, not a shortcut."""
-    with cpu_runner("half") as half:
+    with cpu_runner("fp16") as half:
         with pytest.raises(InputContractError, match="input 'images': wrong dtype; expected float32, got float16"):
             half.infer(head_feed(dtype=np.float16))
 
@@ -95,7 +96,7 @@ class FloatCastHead(torch.nn.Module):
 
 def test_half_mode_names_a_module_that_is_not_half_safe():
     metas = {"images": TensorMeta("images", ("float32",), (1, 3, 16, 16))}
-    runner = TorchCudaRunner("cast/half-on-cpu", FloatCastHead, metas, ["scores"], mode="half", device="cpu")
+    runner = TorchRunner("cast/half-on-cpu", FloatCastHead, metas, ["scores"], precision="fp16", device="cpu")
     with runner:
         with pytest.raises(HarnessError, match="not half-safe.*torch-cuda-autocast"):
             runner.infer({"images": np.zeros((1, 3, 16, 16), dtype=np.float32)})
@@ -105,14 +106,56 @@ def test_pose_runs_under_half_within_the_fp16_row():
     """pose-rtmo casts its normalised input to the weights' dtype, so .half() runs it."""
     target = POSE.deploy_target(64, 96, ("float32",))
     feed = make_feed(POSE, 64, 96, 1, 0)
-    half = TorchCudaRunner("pose/half-on-cpu", lambda: POSE.build_deploy(target), metas_for_case(POSE, target),
-                           POSE.output_names, mode="half", device="cpu")
+    half = TorchRunner("pose/half-on-cpu", lambda: POSE.build_deploy(target), metas_for_case(POSE, target),
+                           POSE.output_names, precision="fp16", device="cpu")
     with half, reference_runner(POSE) as ref:
         candidate = half.infer(feed)
         reference = ref.infer(feed)
     comparisons = compare_case_outputs(POSE, reference, candidate, backend="torch-cuda-fp16", precision="fp16",
                                        image_size=(64, 96), batch=1)
     assert all(c.verdict != Verdict.FAIL for c in comparisons), [c.message for c in comparisons]
+
+
+DEFAULT_ZOO = build_registry().select(None)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "autocast"])
+@pytest.mark.parametrize("case", DEFAULT_ZOO, ids=[c.name for c in DEFAULT_ZOO])
+def test_every_default_model_runs_in_the_torch_gpu_runners_half_modes_on_cpu(case, precision, monkeypatch):
+    """Half-safety known before a GPU exists: the torch-cuda-fp16 / -autocast runner, on device "cpu".
+
+    CPU half kernels are not CUDA's, so this says whether the model runs (no float32
+    tensor meeting float16 weights, no float32-only constant) and gives finite float32
+    outputs of every declared name, not how close they come; the GPU smoke run says that.
+    """
+    import torchvision.ops.boxes
+
+    cpu_nms = torchvision.ops.boxes.nms
+
+    def nms_widening_half_on_cpu(boxes, scores, iou_threshold):
+        # torchvision's CPU NMS kernel has no Half version; its CUDA kernel has (it ran in
+        # half on the H200, docs/gpu.md). Half -> float32 is exact, so only the CPU gap is bridged.
+        if boxes.dtype == torch.float16 and boxes.device.type == "cpu":
+            boxes, scores = boxes.float(), scores.float()
+        return cpu_nms(boxes, scores, iou_threshold)
+
+    monkeypatch.setattr(torchvision.ops.boxes, "nms", nms_widening_half_on_cpu)
+    if case.sizes.export_height:  # a fixed-size case: its one size
+        height, width = case.sizes.export_height, case.sizes.export_width
+    else:  # the two smallest accepted sides: rectangular, where bug class 1 hides
+        sides = [side for side in range(case.sizes.min_side, case.sizes.max_side + 1) if case.sizes.accepts(side, side)]
+        height, width = sides[0], sides[1]
+    dtypes = case.default_dtypes()
+    target = case.deploy_target(height, width, dtypes)
+    feed = make_feed(case, height, width, min(2, case.max_batch), 0, dtypes)
+    with deploy_runner(case, target, f"torch-cuda-{precision}", "cpu", precision) as runner:
+        outputs = runner.infer(feed)
+    assert sorted(outputs) == sorted(case.output_names)
+    for name, value in outputs.items():
+        assert value.dtype != np.float16, f"{name} came back in float16; half outputs widen to float32"
+        if np.issubdtype(value.dtype, np.floating):
+            assert np.isfinite(value).all(), f"{case.name} {precision}: {name} has NaN or Inf"
+    assert any(value.size for value in outputs.values()), f"{case.name} {precision}: every output is empty"
 
 
 def test_ieee_fp32_switches_tf32_off_and_restores_it():
@@ -125,7 +168,7 @@ def test_ieee_fp32_switches_tf32_off_and_restores_it():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is visible: nothing to refuse")
 def test_cuda_runner_without_a_device_refuses_with_where_to_run():
-    runner = TorchCudaRunner("head/half", HalfSafeHead, HEAD_METAS, ["scores"], mode="half")
+    runner = TorchRunner("head/half", HalfSafeHead, HEAD_METAS, ["scores"], precision="fp16", device="cuda")
     with pytest.raises(BackendUnavailable) as caught:
         runner.activate()
     assert NO_CUDA in str(caught.value)
@@ -249,7 +292,7 @@ def test_torch_cuda_half_matches_cpu_fp32_within_the_fp16_row():
     feed = head_feed(batch=3, height=32, width=48)
     with TorchRunner("head/torch-cpu", HalfSafeHead, HEAD_METAS, ["scores"]) as plain:
         reference = plain.infer(feed)["scores"]
-    with TorchCudaRunner("head/torch-cuda-fp16", HalfSafeHead, HEAD_METAS, ["scores"], mode="half") as half:
+    with TorchRunner("head/torch-cuda-fp16", HalfSafeHead, HEAD_METAS, ["scores"], precision="fp16", device="cuda") as half:
         candidate = half.infer(feed)["scores"]
         assert half.device_seconds > 0
     comparison = compare_tensors(reference, candidate, lookup("tensor", "torch-cuda-fp16", "fp16"), "scores")
@@ -263,7 +306,7 @@ def test_torch_cuda_half_matches_cpu_fp32_within_the_fp16_row():
 def test_trt_engine_is_built_cached_and_refuses_shapes_outside_its_profile(backend_name, tmp_path):
     context = RunnerContext(cache_dir=tmp_path)
     runner = run_against_reference(backend_name, POSE, 128, 192, 2, context)
-    cache = gpu.engine_cache(context)
+    cache = tensorrt_backends.session_engine_cache(context)
     assert cache.stats.builds == 1
     engines = list((tmp_path / "engines").glob("*.engine"))
     assert len(engines) == 1 and engines[0].with_name(engines[0].name + ".json").is_file()

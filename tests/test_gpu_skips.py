@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import deploy_parity.gpu_backends as gpu
+import deploy_parity.backends.capabilities as gpu
 from deploy_parity.backends import BACKENDS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,10 +111,11 @@ def test_importing_the_gpu_modules_imports_no_tensorrt():
         """
         import sys
         import deploy_parity
-        import deploy_parity.gpu_backends
-        import deploy_parity.runners.trt_runner
-        import deploy_parity.runners.torch_cuda_runner
-        import deploy_parity.trt.engine_cache, deploy_parity.trt.profiles, deploy_parity.contracts.artifact
+        import deploy_parity.backends
+        import deploy_parity.backends.tensorrt.runner
+        import deploy_parity.backends.pytorch.runner
+        import deploy_parity.backends.onnxruntime.runner
+        import deploy_parity.backends.tensorrt.engine_cache, deploy_parity.backends.tensorrt.profiles, deploy_parity.contracts.artifact
         loaded = sorted(m for m in ("tensorrt", "polygraphy") if m in sys.modules)
         assert not loaded, f"imported at import time: {loaded}"
         # Asking every backend whether it can run looks for TensorRT without importing it,
@@ -139,8 +140,8 @@ def test_suite_items_on_an_unavailable_gpu_backend_skip_with_the_reason():
     """End to end through fixtures/selection.py: the parity suite on trt-fp16 skips, saying why."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "suites/test_parity.py::test_determinism", "-p", "deploy_parity.gpu_backends",
-         "--backend", "trt-fp16", "--model", "pose-rtmo", "-rs", "-q", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", "suites/test_parity.py::test_determinism", "--backend", "trt-fp16",
+         "--model", "pose-rtmo", "-rs", "-q", "-p", "no:cacheprovider"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
     )
     assert result.returncode == 0, result.stdout + result.stderr

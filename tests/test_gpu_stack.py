@@ -222,7 +222,7 @@ def test_tensorrt_names_unresolved_by_the_report_still_count():
 
 
 def test_cuda_runtime_dirs_cover_the_cuda_13_and_cuda_12_wheel_layouts(tmp_path):
-    from deploy_parity.trt.libs import cuda_runtime_dirs, expose_cuda_runtime
+    from deploy_parity.backends.tensorrt.libs import cuda_runtime_dirs, expose_cuda_runtime
 
     cu13 = tmp_path / "a" / "nvidia" / "cu13" / "lib"
     cu12 = tmp_path / "b" / "nvidia" / "cuda_runtime" / "lib"
@@ -244,7 +244,7 @@ def test_polygraphys_own_cuda_runtime_search_finds_the_cuda_13_wheel_once_expose
     cuda = pytest.importorskip("polygraphy.cuda.cuda")
     from polygraphy import util
 
-    from deploy_parity.trt.libs import expose_cuda_runtime
+    from deploy_parity.backends.tensorrt.libs import expose_cuda_runtime
 
     lib = tmp_path / "nvidia" / "cu13" / "lib"
     lib.mkdir(parents=True)
@@ -260,7 +260,7 @@ def test_polygraphys_own_cuda_runtime_search_finds_the_cuda_13_wheel_once_expose
 def test_a_provider_counts_only_when_an_opened_session_runs_on_it():
     import onnxruntime as ort
 
-    from deploy_parity.runners.onnxrt_runner import open_provider, tiny_model_bytes
+    from deploy_parity.backends.onnxruntime.providers import open_provider, tiny_model_bytes
 
     assert open_provider("CPUExecutionProvider") == (True, "")
     if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -274,7 +274,7 @@ def test_a_listed_provider_whose_session_falls_back_is_reported_unusable(monkeyp
     """get_available_providers() lists it; the opened session runs on the CPU: not usable, with why."""
     import onnxruntime as ort
 
-    from deploy_parity.runners import onnxrt_runner
+    from deploy_parity.backends.onnxruntime import providers as onnxrt_providers
 
     class FallingBack:
         def __init__(self, model, providers=None, **kwargs):
@@ -285,11 +285,11 @@ def test_a_listed_provider_whose_session_falls_back_is_reported_unusable(monkeyp
 
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     monkeypatch.setattr(ort, "InferenceSession", FallingBack)
-    onnxrt_runner.open_provider.cache_clear()
+    onnxrt_providers.open_provider.cache_clear()
     try:
-        ok, why = onnxrt_runner.open_provider("CUDAExecutionProvider")
+        ok, why = onnxrt_providers.open_provider("CUDAExecutionProvider")
     finally:
-        onnxrt_runner.open_provider.cache_clear()
+        onnxrt_providers.open_provider.cache_clear()
     assert not ok
     assert "lists CUDAExecutionProvider but an opened session runs on ['CPUExecutionProvider']" in why
 
@@ -297,7 +297,7 @@ def test_a_listed_provider_whose_session_falls_back_is_reported_unusable(monkeyp
 def test_without_tensorrt_loading_its_libraries_is_a_no_op():
     import importlib.util
 
-    from deploy_parity.trt.libs import load_tensorrt_libraries
+    from deploy_parity.backends.tensorrt.libs import load_tensorrt_libraries
 
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("TensorRT is installed here")

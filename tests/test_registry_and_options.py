@@ -91,3 +91,39 @@ def test_model_module_alone_collects_no_zoo_case_and_imports_no_zoo(tmp_path):
     assert "ZOO MODULES: [] TORCHVISION: False" in done.stdout, done.stdout + done.stderr
     assert done.returncode == 4, done.stdout + done.stderr  # a usage error, not a quiet "no tests" (5)
     assert f"no model case to run: {empty} defines none in its default run" in done.stderr
+
+
+def test_the_zoo_index_names_every_case_its_module_defines_and_the_default_run():
+    """models.INDEX lets a run import only what it selects; it must agree with the modules."""
+    import models
+
+    registry = build_registry()  # every module, imported
+    assert sorted(models.INDEX) == registry.names()
+    for name in registry.names():
+        assert registry._origin[name] == f"models.{models.INDEX[name]}", name
+    assert sorted(models.DEFAULT_RUN) == [case.name for case in registry.select(None)]
+
+
+def test_a_run_of_one_model_imports_only_its_module(tmp_path):
+    probe = tmp_path / "conftest_probe.py"
+    probe.write_text(textwrap.dedent("""
+        import sys
+
+        def pytest_unconfigure(config):
+            zoo = sorted(m for m in sys.modules if m.startswith("models.") and m.count(".") == 1
+                         and m.split(".")[1] not in ("scenes", "training", "rcnn_decoding"))
+            print("ZOO MODULES:", zoo, "TORCHVISION:", "torchvision" in sys.modules)
+    """))
+    done = subprocess.run([sys.executable, "-m", "pytest", "suites", "-p", "no:cacheprovider", "-p", "conftest_probe",
+                           "--model", "pose-rtmo", "--collect-only", "-q"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ZOO MODULES: ['models.pose_rtmo'] TORCHVISION: False" in done.stdout, done.stdout + done.stderr
+    assert "pose-rtmo@onnxrt-cpu" in done.stdout
+
+
+def test_an_unknown_model_still_lists_every_zoo_case():
+    with pytest.raises(UnknownNameError) as error:
+        build_registry(wanted=["pose-rmto"]).select(["pose-rmto"])
+    assert "yolo-seg" in str(error.value) and "pose-rtmo" in str(error.value)

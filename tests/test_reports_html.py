@@ -13,6 +13,7 @@ import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Optional
+from xml.etree import ElementTree
 
 import pytest
 
@@ -131,12 +132,19 @@ def test_report_opens_in_chromium_with_every_image(chromium, failing_report, tmp
     assert total == len(parts.images) >= 3, parts.root_attrs  # case picture, error histogram, trend
     assert parts.root_attrs.get("data-images-loaded") == str(total), parts.root_attrs
     assert parts.root_attrs.get("data-images-broken") == ""
-    # Every image the page references is a PNG file next to it.
+    # Every image the page references is a file next to it: the case pictures PNG, the two
+    # figures SVG (XML with an intrinsic size, which chromium decoded above).
     for src in parts.images:
         image = (page.parent / src).resolve()
-        assert image.is_file() and image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", src
+        assert image.is_file(), src
         assert page.parent.resolve() in image.parents  # nothing outside the report directory
+        if src.endswith(".svg"):
+            root = ElementTree.fromstring(image.read_bytes())
+            assert root.tag == "{http://www.w3.org/2000/svg}svg" and float(root.get("width")) > 0, src
+        else:
+            assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", src
     assert any(src.startswith("images/case-") for src in parts.images)
+    assert {"images/errors.svg", "images/trend.svg"} <= set(parts.images)
 
     headings = " | ".join(parts.headings)
     cases = len(failing_report.records())  # the replayed parity case (and the coverage check, when selected)

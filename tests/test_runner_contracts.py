@@ -12,8 +12,8 @@ from deploy_parity.errors import ArtifactError, EmptyOutputError, InputContractE
 from deploy_parity.export.onnx_exporter import check_onnx, export_onnx
 from deploy_parity.inputs import make_feed
 from deploy_parity.registry import build_registry
-from deploy_parity.runners.onnxrt_runner import OnnxRuntimeRunner
-from deploy_parity.runners.torch_runner import TorchRunner
+from deploy_parity.backends.onnxruntime.runner import OnnxRuntimeRunner
+from deploy_parity.backends.pytorch.runner import TorchRunner
 
 HEIGHT, WIDTH = 64, 96
 

@@ -1,4 +1,4 @@
-"""TensorRT 11's fp16 graph (deploy_parity/trt/fp16_graph.py), on CPU with ONNX and ONNX Runtime.
+"""TensorRT 11's fp16 graph (deploy_parity/backends/tensorrt/fp16_graph.py), on CPU with ONNX and ONNX Runtime.
 
 TensorRT 11 networks are strongly typed and have no FP16 builder flag, so trt-fp16 there
 builds from a float16 graph. These tests check the conversion's rules on small graphs,
@@ -17,7 +17,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from deploy_parity.errors import HarnessError
-from deploy_parity.trt.fp16_graph import FP16_MAX, convert_to_fp16_graph, fp16_graph_bytes
+from deploy_parity.backends.tensorrt.fp16_graph import FP16_MAX, convert_to_fp16_graph, fp16_graph_bytes
 
 
 def types_of(model) -> dict:

@@ -10,7 +10,7 @@ needed):
 - Polygraphy's real CreateConfig called against a stand-in `tensorrt` module (flag enums
   of TensorRT 10 and 11, a builder/config/network recording what is set), injected into
   sys.modules for that test only: CreateConfig(fp16=True) fails on 11, the recipe does not;
-- TensorRT 11's fp16 graph (deploy_parity/trt/fp16_graph.py), as the chain's
+- TensorRT 11's fp16 graph (deploy_parity/backends/tensorrt/fp16_graph.py), as the chain's
   NetworkFromOnnxBytes gets it, run on ONNX Runtime's CPU provider: float32 inputs and
   outputs, float16 inside, Resize's scales and shape arithmetic in float32, within the
   fp16 row;
@@ -35,9 +35,9 @@ from deploy_parity.compare.tolerances import lookup
 from deploy_parity.compare.verdict import Verdict
 from deploy_parity.contracts import DimRange, metas_for_case
 from deploy_parity.errors import ArtifactError, BackendUnavailable, HarnessError, InputContractError
-from deploy_parity.runners.trt_runner import TensorRTRunner, read_engine_input_metas
-from deploy_parity.trt.build import BUILDER_FLAGS, BuildRecipe, engine_bytes_loader, polygraphy_profiles, recipe_for
-from deploy_parity.trt.profiles import derive_profile
+from deploy_parity.backends.tensorrt.runner import TensorRTRunner, read_engine_input_metas
+from deploy_parity.backends.tensorrt.build import BUILDER_FLAGS, BuildRecipe, engine_bytes_loader, polygraphy_profiles, recipe_for
+from deploy_parity.backends.tensorrt.profiles import derive_profile
 from models.pose_rtmo import CASE as POSE
 
 polygraphy_trt = pytest.importorskip("polygraphy.backend.trt")  # a core dependency: never skipped after pip install -e .

@@ -17,7 +17,7 @@ from deploy_parity.case import DeployTarget, InputSpec, ModelCase, OutputSpec, S
 from deploy_parity.contracts import DimRange, TensorMeta, check_feed, metas_for_case
 from deploy_parity.errors import HarnessError, UnsupportedShapeError
 from deploy_parity.strategies import batch_sizes, image_sizes
-from deploy_parity.trt.profiles import (
+from deploy_parity.backends.tensorrt.profiles import (
     EngineProfile,
     ShapeRange,
     bounds_from_engine_metas,

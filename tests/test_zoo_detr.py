@@ -24,7 +24,7 @@ from deploy_parity.compare.verdict import Verdict
 from deploy_parity.errors import InputContractError
 from deploy_parity.export.onnx_exporter import export_onnx
 from deploy_parity.inputs import make_feed
-from deploy_parity.runners.onnxrt_runner import OnnxRuntimeRunner
+from deploy_parity.backends.onnxruntime.runner import OnnxRuntimeRunner
 from models.scenes import LABEL_PERSON, random_scene_spec, render_scene
 from models.training.coco_eval import coco_ap
 from models import detr_tiny

@@ -236,7 +236,7 @@ def _probe_torch() -> dict:
 
     def tf32_switch():
         sys.path.insert(0, str(REPO))
-        from deploy_parity.runners.torch_cuda_runner import ieee_fp32
+        from deploy_parity.backends.pytorch.runner import ieee_fp32
 
         default_error = conv_error()
         with ieee_fp32(torch):
@@ -304,7 +304,6 @@ def _probe_harness() -> dict:
         except BaseException as error:  # noqa: BLE001
             result["errors"][name] = f"{type(error).__name__}: {error}"[:400]
     try:
-        import deploy_parity.gpu_backends  # noqa: F401
         from deploy_parity.backends import BACKENDS
         from deploy_parity.registry import build_registry
 

@@ -115,7 +115,7 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
         {"max_ambiguous_fraction": 0.2, "max_vacuous_fraction": 0.2},
         "a few boundary cases are expected; a suite mostly ambiguous or vacuous proves nothing",
     ),
-    # >>> GPU precisions (rows for deploy_parity/gpu_backends.py; see docs/gpu.md) >>>
+    # >>> GPU precisions (rows for the GPU backends of deploy_parity/backends/; see docs/gpu.md) >>>
     # Scale: the pose model run with fp16 weights and activations on CPU (fp32
     # accumulation) differs from fp32 by at most 0.11 px (boxes, keypoints) and 1.8e-4
     # (scores) on matched instances; GPU kernels may accumulate in fp16, so about 10x.

@@ -2,7 +2,8 @@
 
 The cache key covers everything that changes the graph: the model's source code and
 weights, the deploy target (size, dtypes), the export options and the library
-versions. A second run with nothing changed exports nothing.
+versions. A second run with nothing changed exports nothing. The code and weights are
+hashed once per case and process (`_fingerprint`): a cache hit builds no module.
 
 A cache entry is trusted only after it is verified: next to every graph a sidecar JSON
 records the entry's key and the graph's sha256. A hit needs the sidecar to name this
@@ -97,18 +98,59 @@ def _dynamic_axes(case: ModelCase, target: DeployTarget) -> dict:
     return axes
 
 
-def export_key(case: ModelCase, target: DeployTarget, options: ExportOptions, module) -> str:
+def case_code_files(case: ModelCase) -> list:
+    """Files whose code decides what the case builds, besides its modules' classes: where
+    its build functions are defined (the constructor arguments they pass, fixed_size or
+    box_detections_per_img, live there) and the case's declared source_files."""
+    import inspect
+
+    files = [str(Path(f)) for f in case.source_files]
+    for function in (case.build_deploy, case.build_reference):
+        function = getattr(function, "func", function)  # functools.partial
+        try:
+            files.append(inspect.getsourcefile(function))
+        except TypeError:  # a builtin or C callable: nothing to hash
+            continue
+    return [f for f in files if f]
+
+
+def module_fingerprint(case: ModelCase, module) -> dict:
+    """What the deploy module is made of: its code (every class's file, the case's build
+    functions' files, source_files) and its weights (every parameter and buffer)."""
+    return {"code": module_source_hash(module, case_code_files(case)), "weights": state_dict_hash(module)}
+
+
+def export_key(case: ModelCase, target: DeployTarget, options: ExportOptions, module=None, *,
+               fingerprint: Optional[dict] = None) -> str:
+    fingerprint = fingerprint if fingerprint is not None else module_fingerprint(case, module)
     return json_hash(
         {
             "case": case.name,
-            "code": module_source_hash(module, case.source_files),
-            "weights": state_dict_hash(module),
+            **fingerprint,
             "target": asdict(target),
             "options": asdict(options),
             "versions": library_versions(),
             "io": [case.input_names, case.output_names],
         }
     )[:24]
+
+
+# The deploy module's fingerprint per case, computed once per case and process: the
+# first lookup builds the module (for its target) to hash it; every later lookup, of
+# any target, computes its key without building anything. Same code and weight files
+# build the same module for every target, and the target itself is part of the key.
+_FINGERPRINTS: dict = {}
+
+
+def _fingerprint(case: ModelCase, target: DeployTarget) -> tuple:
+    """(fingerprint, the module built to take it, or None when it was known already)."""
+    known = _FINGERPRINTS.get(id(case))
+    if known is not None and known[0] is case:  # the case itself is held, so its id is not reused
+        return known[1], None
+    module = case.build_deploy(target).eval()
+    fingerprint = module_fingerprint(case, module)
+    _FINGERPRINTS[id(case)] = (case, fingerprint)
+    return fingerprint, module
 
 
 def sidecar_path(path) -> Path:
@@ -153,8 +195,8 @@ def export_onnx(
     """Path of the checked ONNX graph for (case, target, options), exporting on a miss or
     when the cached entry fails verification (see the module docstring)."""
     cache_dir = Path(cache_dir or DEFAULT_CACHE_DIR) / "onnx"
-    module = case.build_deploy(target).eval()
-    key = export_key(case, target, options, module)
+    fingerprint, module = _fingerprint(case, target)
+    key = export_key(case, target, options, fingerprint=fingerprint)
     path = inside(cache_dir, f"{case.name}-{target.key()}-{key}.onnx")
     with _LOCK:
         try:
@@ -176,6 +218,8 @@ def export_onnx(
                 warnings.warn(CacheEntryRebuilt(message), stacklevel=2)
                 STATS.rebuilt.append(f"{path.name}: {reason}")
             start = time.perf_counter()
+            if module is None:  # a miss: now the module is needed
+                module = case.build_deploy(target).eval()
             _export(case, target, options, module, path, key)
             STATS.exports += 1
             STATS.export_seconds += time.perf_counter() - start

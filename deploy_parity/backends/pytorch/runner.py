@@ -1,22 +1,29 @@
-"""PyTorch on CUDA, in the precision a deployment would use.
+"""PyTorch runner: the eager reference or the deploy module, on CPU or CUDA, in one precision.
 
-Modes (the precision under test is the runner's own choice, never the caller's):
-  fp32      the module in float32, TF32 switched OFF for convolutions and matmuls while
-            it runs (PyTorch leaves cuDNN TF32 on by default, which is not fp32).
-  half      module.half(), and every floating-point input cast to float16 ON THE
+One class, a device and a precision (the precision is the runner's own choice, never
+the caller's; the backend table in __init__.py states it once):
+  fp32      the module in float32. On CUDA, TF32 is switched OFF for convolutions and
+            matmuls while it runs (PyTorch leaves cuDNN TF32 on by default, which is not
+            fp32).
+  fp16      module.half(), and every floating-point input cast to float16 ON THE
             DEVICE, inside the runner: this cast is the precision under test. The feed
             itself must still have the dtype the case declares (float32): the contract
             check refuses a float16 feed, so a caller cannot pre-cast and hide it.
   autocast  float32 module and inputs under torch.autocast(float16): PyTorch picks
             per op (convs/matmuls in fp16, reductions/exp in fp32).
+The fp16 and autocast modes run on device "cpu" too: that tells whether a model is
+half-safe before a GPU exists (CPU half kernels say nothing about CUDA numerics).
 
-Outputs in float16/bfloat16 are returned as float32: an exact conversion, so the
-comparators do their own arithmetic (areas, OKS) in float32, not in half.
+PyTorch has no graph to read a contract from, so the contract comes from the model case
+(`metas`). Inputs are converted with torch.from_numpy, which keeps the dtype: the module
+sees exactly what the feed holds. Outputs in bfloat16 (and float16 in the half modes)
+come back as float32: an exact conversion, so the comparators do their own arithmetic
+(areas, OKS) in float32, not in half.
 
-Timing: the device is synchronised (torch.cuda.synchronize) before and after the
-forward pass, so `device_seconds` is the GPU work of this call and nothing queued
-earlier; the first call (cold: cuDNN set-up, lazy init) is kept apart in
-`first_call_seconds` (bug class 5: one cold run says nothing).
+Timing: on CUDA the device is synchronised before and after the forward pass, so
+`device_seconds` is the GPU work of this call and nothing queued earlier; the first call
+(cold: cuDNN set-up, lazy init) is kept apart in `first_call_seconds` (bug class 5: one
+cold run says nothing).
 """
 
 from __future__ import annotations
@@ -30,16 +37,35 @@ import numpy as np
 
 from deploy_parity.contracts import TensorMeta
 from deploy_parity.errors import BackendUnavailable, HarnessError
-from deploy_parity.runners.base import Runner
-from deploy_parity.runners.torch_runner import module_outputs
+from deploy_parity.backends.capabilities import CPU_ONLY_TORCH, NO_CUDA
+from deploy_parity.backends.runner import Runner
 
-MODES = {"fp32": "fp32", "half": "fp16", "autocast": "autocast"}  # mode -> precision (tolerance rows)
+PRECISIONS = ("fp32", "fp16", "autocast")
 
-NO_CUDA = (
-    "no CUDA device visible to torch (torch.cuda.is_available() is False): run on the GPU runner, "
-    "see README 'Nightly on a GPU runner'"
-)
-CPU_ONLY_TORCH = "this torch is a CPU-only build (torch.version.cuda is None): install a CUDA build of torch"
+
+
+def module_outputs(result, output_names: Sequence[str], widen: tuple = (), named: Callable = None) -> dict:
+    """A module's result as {output name: numpy array}.
+
+    named: the case's ModelCase.named_outputs (an adapter's reading of nested results);
+    without it a dict is read by name and a tensor or tuple by position.
+    Tensors whose dtype is in `widen` come back as float32 (exact for fp16/bf16; numpy
+    has no bfloat16); every other dtype comes back as the module produced it.
+    """
+    import torch
+
+    if named is not None:
+        tensors = named(result)
+        return {name: (tensors[name].float() if tensors[name].dtype in widen else tensors[name]).detach().cpu().numpy()
+                for name in output_names}
+    if isinstance(result, torch.Tensor):
+        result = (result,)
+    if isinstance(result, dict):
+        result = tuple(result[n] for n in output_names)
+    return {
+        name: (t.float() if t.dtype in widen else t).detach().cpu().numpy()
+        for name, t in zip(output_names, result)
+    }
 
 
 @contextlib.contextmanager
@@ -92,13 +118,15 @@ def _is_dtype_mismatch(error: RuntimeError) -> bool:
     )
 
 
-class TorchCudaRunner(Runner):
-    """Runs the module built by `build_module` on `device` in one of MODES.
+def _is_dtype_mismatch(error: RuntimeError) -> bool:
+    text = str(error)
+    return ("should be the same" in text or "expected scalar type" in text or "dtype" in text.lower()) and (
+        "Half" in text or "float16" in text.lower()
+    )
 
-    `device` is "cuda" for the GPU backends; the same code runs on "cpu" so the
-    casting and contract logic is tested on machines without a GPU (those runs say
-    nothing about CUDA numerics).
-    """
+
+class TorchRunner(Runner):
+    """Runs the module built lazily by `build_module` (on activate) on `device` in `precision`."""
 
     def __init__(
         self,
@@ -106,15 +134,14 @@ class TorchCudaRunner(Runner):
         build_module: Callable[[], "object"],
         metas: Mapping[str, TensorMeta],
         output_names: Sequence[str],
-        mode: str = "fp32",
-        backend: str = "",
-        device: str = "cuda",
+        backend: str = "torch-cpu",
+        precision: str = "fp32",
+        device: str = "cpu",
         named_outputs: Callable = None,
     ):
-        if mode not in MODES:
-            raise HarnessError(f"unknown torch CUDA mode {mode!r}; known {sorted(MODES)}")
-        super().__init__(name, backend or f"torch-cuda-{mode}", MODES[mode], output_names)
-        self.mode = mode
+        if precision not in PRECISIONS:
+            raise HarnessError(f"{name}: unknown PyTorch precision {precision!r}; expected one of {list(PRECISIONS)}")
+        super().__init__(name, backend, precision, output_names)
         self.device_name = device
         self._build_module = build_module
         self._named_outputs = named_outputs
@@ -134,7 +161,9 @@ class TorchCudaRunner(Runner):
                 why += f"; {CPU_ONLY_TORCH}"
             raise BackendUnavailable(why)
         module = self._build_module().eval().to(self.device)
-        self.module = module.half() if self.mode == "half" else module
+        self.module = module.half() if self.precision == "fp16" else module
+        # Half outputs widen to float32 in the half modes: exact, and the comparators then read one dtype.
+        self._widen = (torch.bfloat16,) + ((torch.float16,) if self.precision != "fp32" else ())
 
     def get_input_metadata_impl(self):
         return self._metas
@@ -143,26 +172,34 @@ class TorchCudaRunner(Runner):
         if self.device.type == "cuda":
             self._torch.cuda.synchronize(self.device)
 
+    def _numerics(self):
+        """The context the forward pass runs in: IEEE fp32 on CUDA, autocast in that mode."""
+        torch = self._torch
+        stack = contextlib.ExitStack()
+        if self.device.type == "cuda":
+            stack.enter_context(ieee_fp32(torch))
+        if self.precision == "autocast":
+            stack.enter_context(torch.autocast(device_type=self.device.type, dtype=torch.float16))
+        return stack
+
     def infer_impl(self, feed):
         torch = self._torch
         args = []
         for name in self._metas:
-            tensor = torch.from_numpy(np.ascontiguousarray(feed[name])).to(self.device)
-            if self.mode == "half" and tensor.is_floating_point():
+            array = np.ascontiguousarray(feed[name])
+            if not array.flags.writeable:  # a shared feed (inputs.FeedCache): the module may write into its input
+                array = array.copy()
+            tensor = torch.from_numpy(array).to(self.device)
+            if self.precision == "fp16" and tensor.is_floating_point():
                 tensor = tensor.half()  # on the device: the precision under test
             args.append(tensor)
-        autocast = (
-            torch.autocast(device_type=self.device.type, dtype=torch.float16)
-            if self.mode == "autocast"
-            else contextlib.nullcontext()
-        )
         self._synchronize()
         start = time.perf_counter()
-        with torch.inference_mode(), ieee_fp32(torch), autocast:
+        with torch.inference_mode(), self._numerics():
             try:
                 result = self.module(*args)
             except RuntimeError as error:
-                if self.mode == "half" and _is_dtype_mismatch(error):
+                if self.precision == "fp16" and _is_dtype_mismatch(error):
                     raise HarnessError(
                         f"{self.name}: the module is not half-safe: {str(error).splitlines()[0]}. Something in "
                         "forward() makes a float32 tensor (e.g. images.float()) that meets float16 weights; cast "
@@ -174,9 +211,7 @@ class TorchCudaRunner(Runner):
         self.device_seconds += seconds
         if self.first_call_seconds is None:
             self.first_call_seconds = seconds
-        # Half outputs widen to float32: exact, and the comparators then read one dtype.
-        return module_outputs(result, self.output_names, widen=(torch.float16, torch.bfloat16),
-                              named=self._named_outputs)
+        return module_outputs(result, self.output_names, widen=self._widen, named=self._named_outputs)
 
     def deactivate_impl(self):
         self.module = None

@@ -2,7 +2,7 @@
 
 Loader split, as in Polygraphy: getting the serialized engine is a callable (an
 "engine source") run on activate. `built_engine_source` builds from ONNX with the
-loader chain of deploy_parity/trt/build.py (NetworkFromOnnxPath -> CreateConfig(profiles,
+loader chain of deploy_parity/backends/tensorrt/build.py (NetworkFromOnnxPath -> CreateConfig(profiles,
 flags, timing cache) -> EngineBytesFromNetwork, the byte-returning half of
 EngineFromNetwork, so the bytes can go to the engine cache; on TensorRT 11 fp16 is an
 fp16 graph, not a builder flag); `user_engine_source` loads a user's .engine after its
@@ -34,29 +34,25 @@ from deploy_parity.contracts.bounds import ShapeBounds
 from deploy_parity.contracts.artifact import compare_metas, raise_for
 from deploy_parity.contracts import TensorMeta
 from deploy_parity.errors import ArtifactError, BackendUnavailable, HarnessError
-from deploy_parity.runners.base import Runner
-from deploy_parity.trt.build import BUILDER_FLAGS, BuildRecipe, engine_bytes_loader, installed_recipe  # noqa: F401
-from deploy_parity.trt.engine_cache import EngineCache, EngineEnv, detect_env, engine_key, load_user_engine
-from deploy_parity.trt.profiles import EngineProfile, bounds_from_engine_metas, engine_tensor_meta, numpy_dtype_for_trt
+from deploy_parity.backends.capabilities import POLYGRAPHY_MISSING, TENSORRT_MISSING
+from deploy_parity.backends.runner import Runner
+from deploy_parity.backends.tensorrt.build import BUILDER_FLAGS, BuildRecipe, engine_bytes_loader, installed_recipe  # noqa: F401
+from deploy_parity.backends.tensorrt.engine_cache import EngineCache, EngineEnv, detect_env, engine_key, load_user_engine
+from deploy_parity.backends.tensorrt.profiles import EngineProfile, bounds_from_engine_metas, engine_tensor_meta, numpy_dtype_for_trt
 
-TENSORRT_MISSING = (
-    "TensorRT is not installed: pip install -r requirements/gpu-cu13.txt (or gpu-cu12.txt), which pins it "
-    "(TensorRT's libraries come from https://pypi.nvidia.com, see docs/gpu.md)"
-)
-POLYGRAPHY_MISSING = "Polygraphy is not installed: pip install -e . (a core dependency) or pip install polygraphy"
 
 
 def polygraphy_trt():
     """polygraphy.backend.trt, after checking TensorRT and Polygraphy can be found.
 
     Also puts the CUDA runtime of CUDA 13's wheels (nvidia/cu13/lib) where Polygraphy's
-    CUDA wrapper looks for it (deploy_parity/trt/libs.py).
+    CUDA wrapper looks for it (deploy_parity/backends/tensorrt/libs.py).
     """
     if importlib.util.find_spec("tensorrt") is None:
         raise BackendUnavailable(TENSORRT_MISSING)
     if importlib.util.find_spec("polygraphy") is None:
         raise BackendUnavailable(POLYGRAPHY_MISSING)
-    from deploy_parity.trt.libs import expose_cuda_runtime
+    from deploy_parity.backends.tensorrt.libs import expose_cuda_runtime
 
     expose_cuda_runtime()
     try:

@@ -9,7 +9,7 @@ TensorRT 11 (the canary): networks are strongly typed and BuilderFlag.FP16 is go
 Polygraphy's CreateConfig(fp16=True) fails there (`fail_unavailable("fp16 in
 CreateConfig")`: "fp16 is not available on TensorRT version 11...") and the engine's
 precision is the graph's own. For fp16 the ONNX graph is converted to float16 by
-deploy_parity/trt/fp16_graph.py (float32 inputs and outputs kept, so the engine binds
+deploy_parity/backends/tensorrt/fp16_graph.py (float32 inputs and outputs kept, so the engine binds
 the feed the case declares; see there why not Polygraphy's ConvertToFp16, which breaks
 on Resize and Cast(to=FLOAT) in this zoo's graphs) and parsed with
 NetworkFromOnnxBytes. The network is marked STRONGLY_TYPED when that flag still
@@ -120,7 +120,7 @@ def engine_bytes_loader(onnx_path, recipe: BuildRecipe, profiles, timing_cache=N
     """
     trt_api = trt_api or importlib.import_module("polygraphy.backend.trt")
     if recipe.fp16_graph:
-        from deploy_parity.trt.fp16_graph import fp16_graph_bytes
+        from deploy_parity.backends.tensorrt.fp16_graph import fp16_graph_bytes
 
         # A callable: Polygraphy converts when the network is built, not now.
         network = trt_api.NetworkFromOnnxBytes(lambda: fp16_graph_bytes(onnx_path), strongly_typed=recipe.strongly_typed)

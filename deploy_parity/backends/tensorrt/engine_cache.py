@@ -15,7 +15,7 @@ two processes needing the same engine build it once; the second waits, then veri
 A user's own .engine is never rebuilt (we do not have what it was built from): it
 needs a sidecar saying which TensorRT version, GPU and precision built it, and is
 refused with a clear message when those do not match this machine and backend
-(`foreign_reason`). `python -m deploy_parity.trt.engine_cache stamp ENGINE
+(`foreign_reason`). `python -m deploy_parity.backends.tensorrt.engine_cache stamp ENGINE
 --precision fp16` writes one for an engine built on this machine.
 
 One timing cache per (TensorRT version, GPU) is reused by every build: rebuilding an
@@ -267,7 +267,7 @@ def load_user_engine(engine_path, env: EngineEnv, precision: str) -> bytes:
         reason = "the engine file changed after its sidecar was written (its hash no longer matches)"
     if reason:
         hint = (f"rebuild it on this machine (TensorRT {env.tensorrt}, {env.gpu}), then record that with "
-                f"'python -m deploy_parity.trt.engine_cache stamp {engine_path} --precision <fp32|fp16|tf32>'; "
+                f"'python -m deploy_parity.backends.tensorrt.engine_cache stamp {engine_path} --precision <fp32|fp16|tf32>'; "
                 "or drop engine_path so the harness builds its own engine from the ONNX graph")
         raise ArtifactError(engine_path, f"refusing to load this TensorRT engine: {reason}", hint)
     return engine_path.read_bytes()
@@ -302,7 +302,7 @@ def detect_env() -> EngineEnv:
 def main(argv=None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m deploy_parity.trt.engine_cache")
+    parser = argparse.ArgumentParser(prog="python -m deploy_parity.backends.tensorrt.engine_cache")
     sub = parser.add_subparsers(dest="command", required=True)
     stamp = sub.add_parser("stamp", help="write the sidecar of an engine built on this machine")
     stamp.add_argument("engine")

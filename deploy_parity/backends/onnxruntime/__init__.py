@@ -1,0 +1,74 @@
+"""ONNX Runtime backends: the exported graph (or the user's .onnx) on one provider set-up each.
+
+The table below states each backend's precision once; the runner takes it from there.
+  onnxrt-cpu   fp32  CPUExecutionProvider
+  onnxrt-cuda  fp32  CUDAExecutionProvider with use_tf32=0
+  onnxrt-trt   tf32  TensorrtExecutionProvider: TensorRT's default builder config has
+                     TF32 on and ONNX Runtime exposes no switch for it
+"""
+
+from __future__ import annotations
+
+from deploy_parity.backends.backend import Backend, RunnerContext, onnx_for, register_backend, runner_name
+from deploy_parity.backends.capabilities import onnxruntime_missing, requires
+from deploy_parity.case import DeployTarget, ModelCase
+from deploy_parity.contracts import metas_for_case
+
+
+def _cpu_providers(case, target, context, onnx_path):
+    return ["CPUExecutionProvider"]
+
+
+def _cuda_providers(case, target, context, onnx_path):
+    from deploy_parity.backends.onnxruntime.providers import CUDA_PROVIDER
+
+    return [CUDA_PROVIDER]
+
+
+def _trt_providers(case, target, context: RunnerContext, onnx_path):
+    from deploy_parity.backends.onnxruntime.providers import CUDA_PROVIDER
+    from deploy_parity.backends.tensorrt.profiles import derive_profile
+    from deploy_parity.contracts.artifact import assert_input_contract, onnx_input_metas
+
+    graph = onnx_input_metas(onnx_path)
+    # Before TensorRT spends minutes on a build: does the graph take what the case feeds?
+    assert_input_contract("onnxrt-trt", case, target, graph)
+    cache = context.cache_dir / "engines" / "onnxrt-trt"
+    cache.mkdir(parents=True, exist_ok=True)
+    options = {
+        "device_id": "0",
+        "trt_fp16_enable": "False",
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": str(cache),
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": str(cache),
+        **derive_profile(case, target, graph_metas=graph).ort_trt_options(),
+    }
+    return [("TensorrtExecutionProvider", options), CUDA_PROVIDER]
+
+
+#        name           precision  providers        unavailable                       description
+TABLE = (("onnxrt-cpu", "fp32", _cpu_providers, onnxruntime_missing,
+          "the exported graph on ONNX Runtime's CPU provider"),
+         ("onnxrt-cuda", "fp32", _cuda_providers, requires("cuda", "ort-cuda"),
+          "the exported graph on ONNX Runtime's CUDAExecutionProvider (TF32 off)"),
+         ("onnxrt-trt", "tf32", _trt_providers, requires("cuda", "ort-trt", "tensorrt"),
+          "the exported graph on ONNX Runtime's TensorrtExecutionProvider"))
+
+
+def _factory(name: str, precision: str, providers):
+    def factory(case: ModelCase, target: DeployTarget, context: RunnerContext):
+        from deploy_parity.backends.onnxruntime.runner import OnnxRuntimeRunner
+
+        onnx_path = onnx_for(case, target, context)
+        return OnnxRuntimeRunner(runner_name(case, name, target), onnx_path,
+                                 providers=providers(case, target, context, onnx_path),
+                                 output_names=case.output_names, dim_bounds=metas_for_case(case, target),
+                                 backend=name, precision=precision)
+
+    return factory
+
+
+for _name, _precision, _providers, _unavailable, _description in TABLE:
+    register_backend(Backend(_name, _precision, _description, _factory(_name, _precision, _providers), _unavailable,
+                             gpu=_name != "onnxrt-cpu"))

@@ -1,0 +1,53 @@
+"""PyTorch backends: the deploy module (what gets exported) on CPU or CUDA, and the reference.
+
+The table below states each backend's device and precision once; the runner takes both
+from it (deploy_parity/backends/pytorch/runner.py says what each precision does).
+"""
+
+from __future__ import annotations
+
+from deploy_parity.backends.backend import Backend, RunnerContext, register_backend, runner_name
+from deploy_parity.backends.capabilities import requires
+from deploy_parity.case import DeployTarget, ModelCase
+from deploy_parity.contracts import TensorMeta, metas_for_case
+
+#          name                   device  precision  description
+TABLE = (("torch-cpu", "cpu", "fp32", "the deploy module (what gets exported) run by PyTorch on CPU"),
+         ("torch-cuda-fp32", "cuda", "fp32", "the deploy module run by PyTorch on CUDA in fp32 (TF32 off)"),
+         ("torch-cuda-fp16", "cuda", "fp16", "the deploy module on CUDA after .half(); float inputs cast on the device"),
+         ("torch-cuda-autocast", "cuda", "autocast", "the deploy module on CUDA under torch.autocast(float16)"))
+
+
+def deploy_runner(case: ModelCase, target: DeployTarget, backend: str = "torch-cpu", device: str = "cpu",
+                  precision: str = "fp32"):
+    """The case's deploy module for `target`, as a (not yet activated) runner."""
+    from deploy_parity.backends.pytorch.runner import TorchRunner
+
+    return TorchRunner(runner_name(case, backend, target), lambda: case.build_deploy(target),
+                       metas_for_case(case, target),  # the feed keeps its declared dtypes in every precision
+                       case.output_names, backend=backend, precision=precision, device=device,
+                       named_outputs=case.named_outputs)
+
+
+def _factory(name: str, device: str, precision: str):
+    def factory(case: ModelCase, target: DeployTarget, context: RunnerContext):
+        return deploy_runner(case, target, name, device, precision)
+
+    return factory
+
+
+for _name, _device, _precision, _description in TABLE:
+    register_backend(Backend(_name, _precision, _description, _factory(_name, _device, _precision),
+                             requires("cuda") if _device == "cuda" else (lambda: None),
+                             gpu=_device == "cuda", artifact="torch"))
+
+
+def reference_runner(case: ModelCase):
+    """The reference: the eager PyTorch model on CPU in fp32, taking every declared dtype."""
+    from deploy_parity.backends.pytorch.runner import TorchRunner
+
+    metas = metas_for_case(case, DeployTarget(None, None, case.default_dtypes()))
+    # The eager model takes every dtype the case declares, at any accepted size.
+    metas = {spec.name: TensorMeta(spec.name, tuple(spec.dtypes), metas[spec.name].shape) for spec in case.inputs}
+    return TorchRunner(f"{case.name}/reference", case.build_reference, metas, case.output_names, backend="reference",
+                       named_outputs=case.named_outputs)

@@ -1,0 +1,191 @@
+"""How much of a parity run is the harness's own time, and how its judging compares with Polygraphy's.
+
+    python -m deploy_parity.benchmarks.overhead                       # default zoo, ci profile, 3 warm runs
+    python -m deploy_parity.benchmarks.overhead --model tv-fcos --runs 2 --reports-dir reports/output
+
+Two measurements, written to <reports dir>/overhead.json (the HTML report shows the
+latest) and printed as tables:
+
+1. Runs: the parity suite run in fresh pytest processes, once with an empty export
+   cache (cold) and --runs times on the warm cache. Each run's own run.json gives the
+   overhead ratio (process seconds per second inside backends), seconds per case by
+   phase (render, activate, infer, compare, record, other) and reuse (feeds rendered vs
+   distinct, runner activations vs distinct artifacts).
+2. Judging (P4): on the same feeds (the first --feeds examples of the ci profile's size
+   range, batch 1) the reference and the candidate run once each; then the harness's
+   comparators (matched instances: boxes, keypoints, masks) and Polygraphy's
+   Comparator.compare_accuracy with SimpleCompareFunc (element-wise, the tolerance
+   table's fp32 corner limit as atol) judge the same outputs. Polygraphy compares raw
+   tensors element by element, so instance order or count differences are mismatches
+   to it; the figure is the time each takes, not a verdict comparison.
+
+A benchmark, never a test: nothing here is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_suite(models: list, reports_dir: Path, cache_dir: Path, profile: str, extra: list) -> dict:
+    """One pytest process over `models`; its run.json's figures plus the wall clock seen from outside."""
+    command = [sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider", "--hypothesis-profile",
+               profile, "--reports-dir", str(reports_dir), "--report-images", "0", *extra]
+    if models:
+        command += ["--model", ",".join(models)]
+    env = {**os.environ, "PARITY_CACHE_DIR": str(cache_dir)}
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    run = json.loads((reports_dir / "run.json").read_text())
+    overhead = run.get("overhead", {})
+    return {"exit_status": done.returncode, "outside_wall_seconds": round(wall, 2),
+            "overhead_ratio": overhead.get("wall_per_backend_second"), "cases": run.get("cases"),
+            "inference_seconds": overhead.get("inference_seconds"), "wall_seconds": overhead.get("wall_seconds"),
+            "phases": overhead.get("phases"), "reuse": overhead.get("reuse"),
+            "verdicts": run.get("verdicts"), "command": " ".join(command[1:])}
+
+
+def judging_comparison(case_names: list, backend_name: str, feeds: int) -> list:
+    """Per case: seconds for the harness's comparators and for Polygraphy's Comparator on the same outputs."""
+    from polygraphy.comparator import Comparator, IterationResult, RunResults, SimpleCompareFunc
+    from polygraphy.logger import G_LOGGER
+
+    G_LOGGER.module_severity = G_LOGGER.ERROR  # its per-output statistics lines would be timed too
+
+    from deploy_parity.backends import BACKENDS, RunnerContext
+    from deploy_parity.compare.case_outputs import compare_case_outputs
+    from deploy_parity.compare.tolerances import lookup
+    from deploy_parity.pool import RunnerPool
+    from deploy_parity.registry import build_registry
+    from deploy_parity.strategies import ParityExample
+
+    import torch
+
+    torch.set_num_threads(1)
+    backend = BACKENDS[backend_name]
+    registry = build_registry(wanted=case_names)
+    cache = Path(os.environ.get("PARITY_CACHE_DIR", ROOT / ".parity_cache"))
+    pool = RunnerPool(RunnerContext(cache_dir=cache))
+    rows = []
+    try:
+        for case in registry.select(case_names):
+            sides = [s for s in range(case.sizes.min_side, case.sizes.max_side + 1) if case.sizes.accepts(s, s)]
+            if case.sizes.export_height:
+                sizes = [(case.sizes.export_height, case.sizes.export_width)]
+            else:
+                sizes = [(h, w) for h in sides[:5] for w in sides[:5]]
+            pairs = []
+            for index in range(feeds):
+                height, width = sizes[index % len(sizes)]
+                example = ParityExample(height, width, 1, case.default_dtypes(), index)
+                feed = pool.feed(case, example)
+                target = case.deploy_target(height, width, example.dtypes)
+                pairs.append((example, pool.reference(case).infer(feed), pool.get(case, backend, target).infer(feed)))
+            start = time.perf_counter()
+            verdicts = []
+            for example, reference, candidate in pairs:
+                comparisons = compare_case_outputs(case, reference, candidate, backend=backend.name,
+                                                   precision=backend.precision,
+                                                   image_size=(example.height, example.width), batch=1)
+                verdicts.append(max((c.verdict.value for c in comparisons), default="pass"))
+            harness_seconds = time.perf_counter() - start
+            atol = lookup("boxes", backend.name, backend.precision)["corner_px"]
+            results = RunResults()
+            results.append(("reference", [IterationResult(outputs=r, runner_name="reference") for _, r, _ in pairs]))
+            results.append((backend.name, [IterationResult(outputs=c, runner_name=backend.name) for _, _, c in pairs]))
+            start = time.perf_counter()
+            accuracy = Comparator.compare_accuracy(results, compare_func=SimpleCompareFunc(atol=atol, rtol=atol))
+            polygraphy_seconds = time.perf_counter() - start
+            rows.append({"model": case.name, "backend": backend.name, "feeds": len(pairs),
+                         "harness_seconds": round(harness_seconds, 4), "polygraphy_seconds": round(polygraphy_seconds, 4),
+                         "harness_vs_polygraphy": round(harness_seconds / polygraphy_seconds, 2)
+                         if polygraphy_seconds else None,
+                         "polygraphy_passed": bool(accuracy), "harness_verdicts": sorted(set(verdicts))})
+    finally:
+        pool.close()
+    return rows
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m deploy_parity.benchmarks.overhead",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", action="append", default=[], metavar="NAME[,NAME]", help="default: the default run")
+    parser.add_argument("--profile", default="ci", help="Hypothesis profile of the runs (default ci)")
+    parser.add_argument("--runs", type=int, default=3, help="warm runs after the cold one")
+    parser.add_argument("--no-cold", action="store_true", help="skip the cold run (keeps the export cache)")
+    parser.add_argument("--feeds", type=int, default=20, help="feeds per case for the judging comparison")
+    parser.add_argument("--judging-backend", default="onnxrt-cpu")
+    parser.add_argument("--reports-dir", default=os.environ.get("PARITY_REPORTS_DIR", str(ROOT / "reports" / "output")))
+    parser.add_argument("--cache-dir", default=os.environ.get("PARITY_CACHE_DIR", str(ROOT / ".parity_cache")))
+    parser.add_argument("--pytest-arg", action="append", default=[], help="passed to each pytest run")
+    return parser.parse_args(argv)
+
+
+def _phase_line(run: dict) -> str:
+    per_case = (run.get("phases") or {}).get("ms_per_case") or {}
+    return " / ".join(f"{per_case.get(k, 0):.1f}" for k in ("render", "activate", "infer", "compare", "record", "other"))
+
+
+def format_tables(result: dict) -> str:
+    lines = ["| run | wall s | overhead ratio | cases | ms per case: render / activate / infer / compare / record / "
+             "other | feeds rendered / distinct / used | activations / artifacts |", "|---|---|---|---|---|---|---|"]
+    for run in result["runs"]:
+        reuse = run.get("reuse") or {}
+        lines.append(f"| {run['label']} | {run['outside_wall_seconds']} | {run['overhead_ratio']} | {run['cases']} | "
+                     f"{_phase_line(run)} | {reuse.get('feeds_rendered')} / {reuse.get('feeds_distinct')} / "
+                     f"{reuse.get('feeds_served')} | {reuse.get('runner_activations')} / "
+                     f"{reuse.get('distinct_artifacts')} |")
+    if result.get("judging"):
+        lines += ["", "| model | backend | feeds | harness s | Polygraphy Comparator s | ratio | harness verdicts | "
+                  "Polygraphy passed |", "|---|---|---|---|---|---|---|---|"]
+        for row in result["judging"]:
+            lines.append(f"| {row['model']} | {row['backend']} | {row['feeds']} | {row['harness_seconds']} | "
+                         f"{row['polygraphy_seconds']} | {row['harness_vs_polygraphy']} | "
+                         f"{','.join(row['harness_verdicts'])} | {row['polygraphy_passed']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    models = [m.strip() for value in args.model for m in value.split(",") if m.strip()]
+    reports = Path(args.reports_dir)
+    reports.mkdir(parents=True, exist_ok=True)
+    result = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "models": models or "default run",
+              "profile": args.profile, "runs": []}
+    with tempfile.TemporaryDirectory(prefix="parity-overhead-") as scratch:
+        scratch = Path(scratch)
+        plan = [] if args.no_cold else [("cold", scratch / "cold-cache")]
+        plan += [(f"warm {i + 1}", Path(args.cache_dir)) for i in range(args.runs)]
+        for label, cache in plan:
+            print(f"[overhead] {label} run ...", flush=True)
+            run = run_suite(models, scratch / label.replace(" ", "-"), cache, args.profile, args.pytest_arg)
+            run["label"] = label
+            result["runs"].append(run)
+            print(f"[overhead] {label}: wall {run['outside_wall_seconds']} s, ratio {run['overhead_ratio']}", flush=True)
+        shutil.rmtree(scratch / "cold-cache", ignore_errors=True)
+    print("[overhead] judging the same feeds with the harness and with Polygraphy's Comparator ...", flush=True)
+    from deploy_parity.registry import build_registry
+
+    cases = models or [c.name for c in build_registry(wanted=[]).select(None)]
+    result["judging"] = judging_comparison(cases, args.judging_backend, args.feeds)
+    path = reports / "overhead.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(format_tables(result))
+    print(f"[overhead] written {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
