@@ -46,8 +46,7 @@ from deploy_parity.case import DeployTarget, InputSpec, Judging, ModelCase, Outp
 from deploy_parity.compare.instances import Instances
 from models.rcnn_decoding import clamp_to_image, decode_heatmaps_eager, decode_heatmaps_exportable
 from deploy_parity.inputs import as_image_dtype
-from models.scenes.feeds import sample_seed
-from models.scenes.render import random_scene_spec, render_scene
+from models.scenes.feeds import rendered_sample, sample_seed
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 WEIGHTS = WEIGHTS_DIR / "keypoint_rcnn.pt"
@@ -174,9 +173,8 @@ def rcnn_scene_feed(case_inputs, max_people: int = 3, max_objects: int = 2):
                 people, objects = 0, 0
             elif single_person_scene(seed, i):
                 people, objects = 1, 0
-            scene_spec = random_scene_spec(height, width, sample_seed(seed, i), min_people=min(1, people),
-                                           max_people=people, max_objects=objects)
-            images.append(render_scene(scene_spec).image.transpose(2, 0, 1))
+            scene = rendered_sample(height, width, seed, i, min(1, people), people, objects)
+            images.append(scene.image.transpose(2, 0, 1))
         images = np.ascontiguousarray(np.stack(images))
         return {spec.name: as_image_dtype(images, dtype) for spec, dtype in zip(case_inputs, dtypes)}
 

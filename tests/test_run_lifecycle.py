@@ -58,8 +58,8 @@ def assert_consistent(reports: Path, status: str, exact: bool = True) -> dict:
     assert {r["run"] for r in records} <= {run["run_uid"]} and records
     if exact:
         assert run["cases"] == len(records)
-    else:  # SIGKILL may land between a case's JSONL line and run.json's count of it
-        assert len(records) - 1 <= run["cases"] <= len(records)
+    else:  # killed: run.json's count is from its last progress write (at most every 0.5 s), never ahead
+        assert 1 <= run["cases"] <= len(records)
     assert run["run_uid"] in page
     if status == "complete":
         assert "(complete, exit status" in page and "This run is" not in page
