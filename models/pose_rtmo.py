@@ -14,6 +14,9 @@ distances from the prior's centre, and 17 keypoints as offsets from it.
 
 from __future__ import annotations
 
+import copy
+import functools
+
 from dataclasses import replace
 from pathlib import Path
 
@@ -181,10 +184,18 @@ def build_reference() -> TinyRTMOPose:
     return model.eval()
 
 
+@functools.lru_cache(maxsize=1)
+def _trained_model() -> TinyRTMOPose:
+    return build_reference()
+
+
 def deploy_builder(transposed_prior_bug: bool = False, batch_gather_bug: bool = False):
     def build_deploy(target: DeployTarget) -> TinyRTMOPoseDeploy:
         input_size = (target.width, target.height)  # MMDeploy's (width, height) order
-        return TinyRTMOPoseDeploy(build_reference(), input_size, transposed_prior_bug, batch_gather_bug).eval()
+        # One graph per size: a copy of the model built once (building it again, random
+        # init then the weights file, costs ~45 ms per size); each deploy module owns its copy.
+        model = copy.deepcopy(_trained_model())
+        return TinyRTMOPoseDeploy(model, input_size, transposed_prior_bug, batch_gather_bug).eval()
 
     return build_deploy
 
