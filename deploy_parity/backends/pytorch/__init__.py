@@ -23,7 +23,14 @@ def deploy_runner(case: ModelCase, target: DeployTarget, backend: str = "torch-c
     """The case's deploy module for `target`, as a (not yet activated) runner."""
     from deploy_parity.backends.pytorch.runner import TorchRunner
 
-    return TorchRunner(runner_name(case, backend, target), lambda: case.build_deploy(target),
+    def build():
+        from deploy_parity.export.onnx_exporter import remember_deploy_module
+
+        module = case.build_deploy(target)
+        remember_deploy_module(case, module)  # before any .half(): the export cache keys on this module
+        return module
+
+    return TorchRunner(runner_name(case, backend, target), build,
                        metas_for_case(case, target),  # the feed keeps its declared dtypes in every precision
                        case.output_names, backend=backend, precision=precision, device=device,
                        named_outputs=case.named_outputs)
