@@ -63,6 +63,7 @@ class PropertyRun:
     min_batch: int = 1
     results: list = field(default_factory=list)
     localise: bool = True  # attribute a failure to a stage and a layer (off: --no-localise)
+    _examples: object = field(default=None, repr=False)  # the parity_examples strategy, built on first draw
 
     def replay_command(self, ex: ParityExample) -> str:
         args = ["pytest", self.nodeid, "--model", self.case.name, "--backend", self.backend.name,
@@ -75,7 +76,9 @@ class PropertyRun:
         elif probe == EXPORT_SIZE:
             ex = export_size_example(self.case, self.bounds)
         else:
-            ex = probe.draw(parity_examples(self.case, self.bounds, self.min_batch), label="example")
+            if self._examples is None:  # one strategy object: Hypothesis validates and caches it once
+                self._examples = parity_examples(self.case, self.bounds, self.min_batch)
+            ex = probe.draw(self._examples, label="example")
         if ex.batch < self.min_batch:
             ex = ParityExample(ex.height, ex.width, self.min_batch, ex.dtypes, ex.seed)
         return ex
