@@ -57,7 +57,7 @@ def run_suite(models: list, reports_dir: Path, cache_dir: Path, profile: str, ex
             "verdicts": run.get("verdicts"), "command": " ".join(command[1:])}
 
 
-def judging_comparison(case_names: list, backend_name: str, feeds: int) -> list:
+def judging_comparison(case_names: list, backend_name: str, feeds: int, cache_dir=None) -> list:
     """Per case: seconds for the harness's comparators and for Polygraphy's Comparator on the same outputs."""
     from polygraphy.comparator import Comparator, IterationResult, RunResults, SimpleCompareFunc
     from polygraphy.logger import G_LOGGER
@@ -76,7 +76,7 @@ def judging_comparison(case_names: list, backend_name: str, feeds: int) -> list:
     torch.set_num_threads(1)
     backend = BACKENDS[backend_name]
     registry = build_registry(wanted=case_names)
-    cache = Path(os.environ.get("PARITY_CACHE_DIR", ROOT / ".parity_cache"))
+    cache = Path(cache_dir or os.environ.get("PARITY_CACHE_DIR") or ROOT / ".parity_cache")
     pool = RunnerPool(RunnerContext(cache_dir=cache))
     rows = []
     try:
@@ -179,7 +179,7 @@ def main(argv=None) -> int:
     from deploy_parity.registry import build_registry
 
     cases = models or [c.name for c in build_registry(wanted=[]).select(None)]
-    result["judging"] = judging_comparison(cases, args.judging_backend, args.feeds)
+    result["judging"] = judging_comparison(cases, args.judging_backend, args.feeds, args.cache_dir)
     path = reports / "overhead.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(format_tables(result))
