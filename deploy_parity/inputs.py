@@ -94,6 +94,7 @@ class FeedCache:
         self.served = 0  # feeds handed out (rendered + reused)
         self.render_seconds = 0.0
         self._distinct: set = set()
+        self._cases: dict = {}
 
     @property
     def distinct(self) -> int:
@@ -103,7 +104,8 @@ class FeedCache:
     def get(self, case, height: int, width: int, batch: int, seed: int, dtypes: Sequence[str]) -> dict:
         import time
 
-        key = (case.name, height, width, batch, seed, tuple(dtypes))
+        key = (id(case), height, width, batch, seed, tuple(dtypes))
+        self._cases.setdefault(id(case), case)  # held, so its id is not reused by another case
         self.served += 1
         self._distinct.add(key)
         feed = self._feeds.get(key)

@@ -107,11 +107,14 @@ def test_overhead_benchmark_judges_the_same_feeds_with_the_harness_and_polygraph
     from deploy_parity.benchmarks.overhead import format_tables, judging_comparison
 
     monkeypatch.setenv("PARITY_CACHE_DIR", str(tmp_path))
-    rows = judging_comparison(["pose-rtmo"], "onnxrt-cpu", 3)
-    assert [(r["model"], r["backend"], r["feeds"]) for r in rows] == [("pose-rtmo", "onnxrt-cpu", 3)]
-    row = rows[0]
+    rows = judging_comparison(["pose-rtmo", "pose-rtmo-broken"], "onnxrt-cpu", 3)
+    assert [(r["model"], r["backend"], r["feeds"]) for r in rows] == [("pose-rtmo", "onnxrt-cpu", 3),
+                                                                        ("pose-rtmo-broken", "onnxrt-cpu", 3)]
+    row, broken = rows
     assert row["harness_seconds"] > 0 and row["polygraphy_seconds"] > 0
     assert row["polygraphy_passed"] is True and row["harness_verdicts"] == ["pass"]  # fp32 graph vs eager: agree
+    # The transposed prior grid: the second feed is rectangular, and both judges see it.
+    assert "fail" in broken["harness_verdicts"] and broken["polygraphy_passed"] is False
     table = format_tables({"runs": [], "judging": rows})
     assert "| pose-rtmo | onnxrt-cpu | 3 |" in table
 

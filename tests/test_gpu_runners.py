@@ -57,11 +57,29 @@ def cpu_runner(precision, build=HalfSafeHead, metas=HEAD_METAS, outputs=("scores
 # ---------------------------------------------------------------- CPU: torch modes
 
 
-def test_fp32_mode_gives_exactly_what_the_cpu_torch_runner_gives():
+class HalfOutputHead(torch.nn.Module):
+    """fp32 weights, a float16 output (a head that casts its result down)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = HalfSafeHead()
+
+    def forward(self, images):
+        return self.inner(images).half()
+
+
+def test_cpu_fp32_returns_what_the_module_produced_and_the_half_modes_widen_to_float32():
+    """The reference and torch-cpu hand the comparators the module's own dtype (float16 here);
+    the half modes (and CUDA) widen float16 exactly to float32."""
     feed = head_feed()
-    with TorchRunner("head/torch-cpu", HalfSafeHead, HEAD_METAS, ["scores"]) as plain, cpu_runner("fp32") as fp32:
-        assert np.array_equal(plain.infer(feed)["scores"], fp32.infer(feed)["scores"])
-        assert fp32.precision == "fp32" and fp32.first_call_seconds is not None
+    with cpu_runner("fp32", build=HalfOutputHead) as fp32, cpu_runner("fp16", build=HalfOutputHead) as half, \
+            cpu_runner("autocast", build=HalfOutputHead) as autocast:
+        as_produced = fp32.infer(feed)["scores"]
+        assert as_produced.dtype == np.float16 and fp32.first_call_seconds is not None
+        for runner in (half, autocast):
+            widened = runner.infer(feed)["scores"]
+            assert widened.dtype == np.float32
+            np.testing.assert_allclose(widened, as_produced.astype(np.float32), rtol=1e-2, atol=1e-2)
 
 
 def test_half_mode_casts_module_and_inputs_inside_and_stays_within_the_fp16_row():

@@ -67,6 +67,7 @@ def judging_comparison(case_names: list, backend_name: str, feeds: int, cache_di
     from deploy_parity.backends import BACKENDS, RunnerContext
     from deploy_parity.compare.case_outputs import compare_case_outputs
     from deploy_parity.compare.tolerances import lookup
+    from deploy_parity.compare.verdict import combine
     from deploy_parity.pool import RunnerPool
     from deploy_parity.registry import build_registry
     from deploy_parity.strategies import ParityExample
@@ -81,11 +82,9 @@ def judging_comparison(case_names: list, backend_name: str, feeds: int, cache_di
     rows = []
     try:
         for case in registry.select(case_names):
-            sides = [s for s in range(case.sizes.min_side, case.sizes.max_side + 1) if case.sizes.accepts(s, s)]
-            if case.sizes.export_height:
-                sizes = [(case.sizes.export_height, case.sizes.export_width)]
-            else:
-                sizes = [(h, w) for h in sides[:5] for w in sides[:5]]
+            # The smallest accepted sides, every pair the case takes: squares and rectangles.
+            sides = [s for s in range(case.sizes.min_side, case.sizes.max_side + 1) if case.sizes.accepts(s, s)][:5]
+            sizes = [(h, w) for h in sides for w in sides if case.sizes.accepts(h, w)]
             pairs = []
             for index in range(feeds):
                 height, width = sizes[index % len(sizes)]
@@ -99,7 +98,7 @@ def judging_comparison(case_names: list, backend_name: str, feeds: int, cache_di
                 comparisons = compare_case_outputs(case, reference, candidate, backend=backend.name,
                                                    precision=backend.precision,
                                                    image_size=(example.height, example.width), batch=1)
-                verdicts.append(max((c.verdict.value for c in comparisons), default="pass"))
+                verdicts.append(combine(c.verdict for c in comparisons).value)
             harness_seconds = time.perf_counter() - start
             atol = lookup("boxes", backend.name, backend.precision)["corner_px"]
             results = RunResults()

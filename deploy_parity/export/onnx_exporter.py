@@ -3,7 +3,8 @@
 The cache key covers everything that changes the graph: the model's source code and
 weights, the deploy target (size, dtypes), the export options and the library
 versions. A second run with nothing changed exports nothing. The code and weights are
-hashed once per case and process (`_fingerprint`): a cache hit builds no module.
+hashed once per (case, target) and process (`_fingerprint`): a repeated lookup builds no
+module, and neither does the first when the PyTorch runner already built it.
 
 A cache entry is trusted only after it is verified: next to every graph a sidecar JSON
 records the entry's key and the graph's sha256. A hit needs the sidecar to name this
@@ -136,29 +137,29 @@ def export_key(case: ModelCase, target: DeployTarget, options: ExportOptions, mo
     )[:24]
 
 
-# The deploy module's fingerprint per case, computed once per case and process: the
-# first lookup builds the module (for its target) to hash it; every later lookup, of
-# any target, computes its key without building anything. Same code and weight files
-# build the same module for every target, and the target itself is part of the key.
+# The deploy module's fingerprint per (case, target), computed once per process: the
+# first lookup builds the module to hash it (or takes the PyTorch runner's, which built
+# it anyway); every later lookup computes its key without building anything. Per target,
+# not per case: a case may load other weights or classes for another size.
 _FINGERPRINTS: dict = {}
 
 
-def remember_deploy_module(case: ModelCase, module) -> None:
-    """Take the case's fingerprint from a deploy module built for another reason (the
-    PyTorch runner's), so the export cache's first lookup builds none."""
-    known = _FINGERPRINTS.get(id(case))
+def remember_deploy_module(case: ModelCase, target: DeployTarget, module) -> None:
+    """Take the fingerprint from the deploy module for `target` built for another reason
+    (the PyTorch runner's), so the export cache's first lookup of it builds none."""
+    known = _FINGERPRINTS.get((id(case), target))
     if known is None or known[0] is not case:
-        _FINGERPRINTS[id(case)] = (case, module_fingerprint(case, module))
+        _FINGERPRINTS[(id(case), target)] = (case, module_fingerprint(case, module))
 
 
 def _fingerprint(case: ModelCase, target: DeployTarget) -> tuple:
     """(fingerprint, the module built to take it, or None when it was known already)."""
-    known = _FINGERPRINTS.get(id(case))
+    known = _FINGERPRINTS.get((id(case), target))
     if known is not None and known[0] is case:  # the case itself is held, so its id is not reused
         return known[1], None
     module = case.build_deploy(target).eval()
     fingerprint = module_fingerprint(case, module)
-    _FINGERPRINTS[id(case)] = (case, fingerprint)
+    _FINGERPRINTS[(id(case), target)] = (case, fingerprint)
     return fingerprint, module
 
 

@@ -27,7 +27,7 @@ def deploy_runner(case: ModelCase, target: DeployTarget, backend: str = "torch-c
         from deploy_parity.export.onnx_exporter import remember_deploy_module
 
         module = case.build_deploy(target)
-        remember_deploy_module(case, module)  # before any .half(): the export cache keys on this module
+        remember_deploy_module(case, target, module)  # before any .half(): the export cache keys on this module
         return module
 
     return TorchRunner(runner_name(case, backend, target), build,

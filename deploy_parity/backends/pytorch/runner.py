@@ -16,9 +16,9 @@ half-safe before a GPU exists (CPU half kernels say nothing about CUDA numerics)
 
 PyTorch has no graph to read a contract from, so the contract comes from the model case
 (`metas`). Inputs are converted with torch.from_numpy, which keeps the dtype: the module
-sees exactly what the feed holds. Outputs in bfloat16 (and float16 in the half modes)
-come back as float32: an exact conversion, so the comparators do their own arithmetic
-(areas, OKS) in float32, not in half.
+sees exactly what the feed holds. Outputs in bfloat16 (and float16 on CUDA and in the
+half modes) come back as float32: an exact conversion, so the comparators do their own
+arithmetic (areas, OKS) in float32, not in half.
 
 Timing: on CUDA the device is synchronised before and after the forward pass, so
 `device_seconds` is the GPU work of this call and nothing queued earlier; the first call
@@ -118,13 +118,6 @@ def _is_dtype_mismatch(error: RuntimeError) -> bool:
     )
 
 
-def _is_dtype_mismatch(error: RuntimeError) -> bool:
-    text = str(error)
-    return ("should be the same" in text or "expected scalar type" in text or "dtype" in text.lower()) and (
-        "Half" in text or "float16" in text.lower()
-    )
-
-
 class TorchRunner(Runner):
     """Runs the module built lazily by `build_module` (on activate) on `device` in `precision`."""
 
@@ -162,8 +155,11 @@ class TorchRunner(Runner):
             raise BackendUnavailable(why)
         module = self._build_module().eval().to(self.device)
         self.module = module.half() if self.precision == "fp16" else module
-        # Half outputs widen to float32 in the half modes: exact, and the comparators then read one dtype.
-        self._widen = (torch.bfloat16,) + ((torch.float16,) if self.precision != "fp32" else ())
+        # Half outputs widen to float32 on CUDA and in the half modes (exact; the comparators
+        # then read one dtype). On CPU in fp32 (torch-cpu, the reference) only bfloat16 does,
+        # which numpy lacks: a float16 output there is what the module really produced.
+        widen_half = self.device.type == "cuda" or self.precision != "fp32"
+        self._widen = (torch.bfloat16,) + ((torch.float16,) if widen_half else ())
 
     def get_input_metadata_impl(self):
         return self._metas
