@@ -82,9 +82,15 @@ def judging_comparison(case_names: list, backend_name: str, feeds: int, cache_di
     rows = []
     try:
         for case in registry.select(case_names):
-            # The smallest accepted sides, every pair the case takes: squares and rectangles.
-            sides = [s for s in range(case.sizes.min_side, case.sizes.max_side + 1) if case.sizes.accepts(s, s)][:5]
-            sizes = [(h, w) for h in sides for w in sides if case.sizes.accepts(h, w)]
+            # What the artifact takes (a fixed-size graph: its one size), else the smallest
+            # sides it takes, every pair within its aspect limit: squares and rectangles.
+            bounds = pool.bounds(case, backend)
+            if bounds.fixed_height is not None:
+                sizes = [(bounds.fixed_height, bounds.fixed_width)]
+            else:
+                step = bounds.multiple_of
+                sides = list(range(-(-bounds.min_side // step) * step, bounds.max_side + 1, step))[:5]
+                sizes = [(h, w) for h in sides for w in sides if max(h, w) <= bounds.max_aspect * min(h, w)]
             pairs = []
             for index in range(feeds):
                 height, width = sizes[index % len(sizes)]
@@ -139,7 +145,8 @@ def _phase_line(run: dict) -> str:
 
 def format_tables(result: dict) -> str:
     lines = ["| run | wall s | overhead ratio | cases | ms per case: render / activate / infer / compare / record / "
-             "other | feeds rendered / distinct / used | activations / artifacts |", "|---|---|---|---|---|---|---|"]
+             "other | feeds rendered / distinct / used | activations / artifacts |",
+             "|---|---|---|---|---|---|---|"] if result["runs"] else []
     for run in result["runs"]:
         reuse = run.get("reuse") or {}
         lines.append(f"| {run['label']} | {run['outside_wall_seconds']} | {run['overhead_ratio']} | {run['cases']} | "
@@ -147,13 +154,13 @@ def format_tables(result: dict) -> str:
                      f"{reuse.get('feeds_served')} | {reuse.get('runner_activations')} / "
                      f"{reuse.get('distinct_artifacts')} |")
     if result.get("judging"):
-        lines += ["", "| model | backend | feeds | harness s | Polygraphy Comparator s | ratio | harness verdicts | "
+        lines += ["" if lines else None, "| model | backend | feeds | harness s | Polygraphy Comparator s | ratio | harness verdicts | "
                   "Polygraphy passed |", "|---|---|---|---|---|---|---|---|"]
         for row in result["judging"]:
             lines.append(f"| {row['model']} | {row['backend']} | {row['feeds']} | {row['harness_seconds']} | "
                          f"{row['polygraphy_seconds']} | {row['harness_vs_polygraphy']} | "
                          f"{','.join(row['harness_verdicts'])} | {row['polygraphy_passed']} |")
-    return "\n".join(lines)
+    return "\n".join(line for line in lines if line is not None)
 
 
 def main(argv=None) -> int:
