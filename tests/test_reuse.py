@@ -142,3 +142,29 @@ def test_pictures_are_drawn_from_what_the_checks_compared(tmp_path):
     assert drawn and int(drawn.group(1)) >= 1, run.output
     assert "drawn by running the case again" not in run.output
     assert len(list((run.reports_dir / "images").glob("case-*.png"))) == int(drawn.group(1))
+
+
+def test_kept_answers_are_bounded_in_count_and_bytes_keeping_the_most_telling(tmp_path):
+    from deploy_parity.check import KeptAnswers
+    from fixtures.reporting import Recorder
+    from reports.history import RunIdentity
+
+    recorder = Recorder(tmp_path, RunIdentity(None, "uid", "2026-12-01T00:00:00+00:00", "ci", "pytest", 0), keep=True)
+    recorder.answers_limit = 3
+    recorder.ANSWERS_MAX_BYTES = 3 * 4000  # three 1000-float32 outputs
+
+    def record(verdict, error):
+        return {"verdict": verdict, "comparisons": [{"kind": "boxes", "verdict": verdict,
+                                                     "metrics": {"max_corner_px": error}}]}
+
+    worst_first = [("ambiguous", 0.1), ("fail", 2.0), ("fail", 9.0), ("fail", 0.5), ("ambiguous", 5.0)]
+    for index, (verdict, error) in enumerate(worst_first):
+        recorder.records.append(record(verdict, error))
+        kept = KeptAnswers("parity", {}, {"x": np.zeros(500, np.float32)}, {"x": np.zeros(500, np.float32)})
+        recorder._keep_answers(index, recorder.records[-1], kept)
+    assert sorted(recorder.kept_answers()) == [1, 2, 3]  # the failures, not the ambiguous cases
+    recorder.ANSWERS_MAX_BYTES = 2 * 4000
+    big = KeptAnswers("parity", {}, {"x": np.zeros(1000, np.float32)}, {"x": np.zeros(1000, np.float32)})
+    recorder.records.append(record("fail", 50.0))
+    recorder._keep_answers(5, recorder.records[-1], big)
+    assert sorted(recorder.kept_answers()) == [5]  # 8000 bytes alone fill the bound
