@@ -203,9 +203,8 @@ def recorded(check: str):
 
 def feed_for(case, example: ParityExample, pool=None) -> dict:
     """The example's feed: the pool's shared copy (rendered once per example) when there is a pool."""
-    feeds = getattr(pool, "feed", None)
-    if feeds is not None:
-        return feeds(case, example)
+    if pool is not None:
+        return pool.feed(case, example)
     return make_feed(case, example.height, example.width, example.batch, example.seed, example.dtypes)
 
 
@@ -219,8 +218,7 @@ class comparing:
         self.start = time.perf_counter()
 
     def __exit__(self, *exc):
-        if hasattr(self.pool, "compare_seconds"):
-            self.pool.compare_seconds += time.perf_counter() - self.start
+        self.pool.compare_seconds += time.perf_counter() - self.start
 
 
 def candidate_runner(pool, case, backend, example: ParityExample):

@@ -8,6 +8,8 @@ the case a `make_feed` that renders synthetic scenes instead of noise.
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from typing import Optional, Sequence
 
 import numpy as np
@@ -71,6 +73,15 @@ def take_sample(feed: dict, index: int) -> dict:
     return {name: np.ascontiguousarray(array[index : index + 1]) for name, array in feed.items()}
 
 
+def array_bytes(value) -> int:
+    """Bytes held by the arrays of a feed, an outputs dict, or a list of them."""
+    if isinstance(value, dict):
+        return sum(array_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(array_bytes(v) for v in value)
+    return int(getattr(value, "nbytes", 0))
+
+
 class FeedCache:
     """Feeds rendered once per example and shared by every check and backend that uses them.
 
@@ -85,8 +96,6 @@ class FeedCache:
     """
 
     def __init__(self, max_bytes: int = 256 << 20):
-        from collections import OrderedDict
-
         self.max_bytes = max_bytes
         self._feeds: "OrderedDict[tuple, dict]" = OrderedDict()
         self._bytes = 0
@@ -102,8 +111,6 @@ class FeedCache:
         return len(self._distinct)
 
     def get(self, case, height: int, width: int, batch: int, seed: int, dtypes: Sequence[str]) -> dict:
-        import time
-
         key = (id(case), height, width, batch, seed, tuple(dtypes))
         self._cases.setdefault(id(case), case)  # held, so its id is not reused by another case
         self.served += 1
@@ -119,12 +126,11 @@ class FeedCache:
         for array in feed.values():
             if isinstance(array, np.ndarray):
                 array.flags.writeable = False
-        size = sum(getattr(array, "nbytes", 0) for array in feed.values())
         self._feeds[key] = feed
-        self._bytes += size
+        self._bytes += array_bytes(feed)
         while self._bytes > self.max_bytes and len(self._feeds) > 1:
             _, old = self._feeds.popitem(last=False)
-            self._bytes -= sum(getattr(array, "nbytes", 0) for array in old.values())
+            self._bytes -= array_bytes(old)
         return feed
 
     def figures(self) -> dict:

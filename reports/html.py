@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from reports.metrics import ERROR_METRICS, worst_errors
-from reports.overhead import format_overhead, format_phases
+from reports.overhead import PHASE_COLUMNS, format_overhead, format_phases
 from reports.regressions import describe_rule
 from reports.summary import VERDICTS
 
@@ -321,7 +321,7 @@ def _overhead_bench_section(page: ReportPage) -> str:
         body.append([_e(run.get("label")), f'<td class="n">{_num(run.get("outside_wall_seconds"))}</td>',
                      f'<td class="n">{_num(run.get("overhead_ratio"))}</td>', f'<td class="n">{_e(run.get("cases"))}</td>',
                      *(f'<td class="n">{_num(per_case.get(k))}</td>'
-                       for k in ("render", "activate", "infer", "compare", "record", "other")),
+                       for k in PHASE_COLUMNS),
                      _e(f"{reuse.get('feeds_rendered')} / {reuse.get('feeds_distinct')} / {reuse.get('feeds_served')}"),
                      _e(f"{reuse.get('runner_activations')} / {reuse.get('distinct_artifacts')}")])
     judging = [[_e(r["model"]), _e(r["backend"]), f'<td class="n">{r["feeds"]}</td>',

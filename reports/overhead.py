@@ -49,7 +49,7 @@ def measure_process(pool, started: float, now: float, recorder=None) -> ProcessT
     """This process's figures (pool: the session's RunnerPool, or None when no check ran)."""
     from deploy_parity.export.onnx_exporter import STATS
 
-    reuse = pool.figures() if pool is not None and hasattr(pool, "figures") else {}
+    reuse = pool.figures() if pool is not None else {}
     return ProcessTimes(
         render_seconds=reuse.get("render_seconds", 0.0),
         activate_seconds=reuse.get("activate_seconds", 0.0),
@@ -94,7 +94,8 @@ def overhead_figures(wall_seconds: float, checking: ProcessTimes, workers: int) 
     }
 
 
-PHASES = ("render", "activate", "infer", "compare", "record")
+# The phases phase_figures reports, in the order every table shows them ("other": the rest of the process).
+PHASE_COLUMNS = ("render", "activate", "infer", "compare", "record", "other")
 
 
 def phase_figures(process_seconds: float, checking: ProcessTimes) -> dict:

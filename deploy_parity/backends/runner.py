@@ -13,7 +13,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from deploy_parity.contracts import TensorMeta, check_feed
-from deploy_parity.errors import EmptyOutputError, HarnessError
+from deploy_parity.errors import ArtifactError, EmptyOutputError, HarnessError
 
 
 class Runner(ABC):
@@ -64,6 +64,17 @@ class Runner(ABC):
         self.inference_calls += 1
         self._check_outputs(outputs)
         return outputs
+
+    def adopt_output_names(self, available: Sequence[str], artifact, what: str) -> None:
+        """On activate: the requested outputs must be among the artifact's (`what` names it
+        in the error: "graph", "engine"); none requested means all of them."""
+        available = list(available)
+        if self.output_names:
+            missing = [n for n in self.output_names if n not in available]
+            if missing:
+                raise ArtifactError(artifact, f"{what} lacks outputs {missing}; it has {available}")
+        else:
+            self.output_names = available
 
     def _check_outputs(self, outputs: Mapping[str, np.ndarray]) -> None:
         if not outputs:

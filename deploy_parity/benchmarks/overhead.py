@@ -140,7 +140,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def _phase_line(run: dict) -> str:
     per_case = (run.get("phases") or {}).get("ms_per_case") or {}
-    return " / ".join(f"{per_case.get(k, 0):.1f}" for k in ("render", "activate", "infer", "compare", "record", "other"))
+    from reports.overhead import PHASE_COLUMNS
+
+    return " / ".join(f"{per_case.get(k, 0):.1f}" for k in PHASE_COLUMNS)
 
 
 def format_tables(result: dict) -> str:

@@ -144,19 +144,23 @@ def export_key(case: ModelCase, target: DeployTarget, options: ExportOptions, mo
 _FINGERPRINTS: dict = {}
 
 
+def _known_fingerprint(case: ModelCase, target: DeployTarget) -> Optional[dict]:
+    known = _FINGERPRINTS.get((id(case), target))
+    return known[1] if known is not None and known[0] is case else None  # the case is held: its id is not reused
+
+
 def remember_deploy_module(case: ModelCase, target: DeployTarget, module) -> None:
     """Take the fingerprint from the deploy module for `target` built for another reason
     (the PyTorch runner's), so the export cache's first lookup of it builds none."""
-    known = _FINGERPRINTS.get((id(case), target))
-    if known is None or known[0] is not case:
+    if _known_fingerprint(case, target) is None:
         _FINGERPRINTS[(id(case), target)] = (case, module_fingerprint(case, module))
 
 
 def _fingerprint(case: ModelCase, target: DeployTarget) -> tuple:
     """(fingerprint, the module built to take it, or None when it was known already)."""
-    known = _FINGERPRINTS.get((id(case), target))
-    if known is not None and known[0] is case:  # the case itself is held, so its id is not reused
-        return known[1], None
+    known = _known_fingerprint(case, target)
+    if known is not None:
+        return known, None
     module = case.build_deploy(target).eval()
     fingerprint = module_fingerprint(case, module)
     _FINGERPRINTS[(id(case), target)] = (case, fingerprint)

@@ -90,13 +90,7 @@ class OnnxRuntimeRunner(Runner):
 
     def activate_impl(self):
         self.session = load_session(self.onnx_path, self.providers)
-        graph_outputs = [o.name for o in self.session.get_outputs()]
-        if self.output_names:
-            missing = [n for n in self.output_names if n not in graph_outputs]
-            if missing:
-                raise ArtifactError(self.onnx_path, f"graph lacks outputs {missing}; it has {graph_outputs}")
-        else:
-            self.output_names = graph_outputs
+        self.adopt_output_names([o.name for o in self.session.get_outputs()], self.onnx_path, "graph")
 
     def get_input_metadata_impl(self):
         metas = {}

@@ -10,6 +10,7 @@ from deploy_parity.backends.backend import Backend, RunnerContext, register_back
 from deploy_parity.backends.capabilities import requires
 from deploy_parity.case import DeployTarget, ModelCase
 from deploy_parity.contracts import TensorMeta, metas_for_case
+from deploy_parity.export.onnx_exporter import remember_deploy_module
 
 #          name                   device  precision  description
 TABLE = (("torch-cpu", "cpu", "fp32", "the deploy module (what gets exported) run by PyTorch on CPU"),
@@ -24,8 +25,6 @@ def deploy_runner(case: ModelCase, target: DeployTarget, backend: str = "torch-c
     from deploy_parity.backends.pytorch.runner import TorchRunner
 
     def build():
-        from deploy_parity.export.onnx_exporter import remember_deploy_module
-
         module = case.build_deploy(target)
         remember_deploy_module(case, target, module)  # before any .half(): the export cache keys on this module
         return module

@@ -159,13 +159,7 @@ class TensorRTRunner(Runner):
         metas = read_engine_input_metas(engine, self.profile_index, self.case_metas)
         if self.case_metas:
             raise_for(self.name, compare_metas(self.case_metas, metas, f"engine ({self.backend})"))
-        engine_outputs = engine_io_names(engine, "OUTPUT")
-        if self.output_names:
-            missing = [n for n in self.output_names if n not in engine_outputs]
-            if missing:
-                raise ArtifactError(self.name, f"engine lacks outputs {missing}; it has {engine_outputs}")
-        else:
-            self.output_names = engine_outputs
+        self.adopt_output_names(engine_io_names(engine, "OUTPUT"), self.name, "engine")
         self.engine, self._metas = engine, metas
 
     def activate_impl(self):
