@@ -28,8 +28,10 @@ def summarise(records: list) -> list:
         # per-size case (and per dtype signature when inputs take several dtypes).
         row["accepted_shapes"] = sorted({json.dumps(r["accepted_shapes"], sort_keys=True)
                                          for r in items if r.get("accepted_shapes")})
-        row["sizes"] = len({(r["height"], r["width"]) for r in items})
-        row["non_square"] = sum(r["height"] != r["width"] for r in items)
+        # Distinct sizes, and how many of those are rectangles (not how many cases were).
+        sizes = {(r["height"], r["width"]) for r in items}
+        row["sizes"] = len(sizes)
+        row["non_square"] = sum(h != w for h, w in sizes)
         rows.append(row)
     return rows
 

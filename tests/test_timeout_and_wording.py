@@ -77,6 +77,17 @@ def test_timeout_ranks_just_below_error():
     assert '<td class="timeout">1 timeout</td>' in page and "1 timed out" in page
 
 
+def test_summary_counts_distinct_sizes_and_the_rectangles_among_them():
+    def record(h, w, seed):
+        return {"model": "m", "backend": "onnxrt-cpu", "precision": "fp32", "check": "parity", "height": h,
+                "width": w, "batch": 1, "dtypes": ["float32"], "seed": seed, "verdict": "pass", "comparisons": []}
+
+    # Five cases over three sizes, two of them rectangles (one drawn three times).
+    rows = summarise([record(64, 96, 0), record(64, 96, 1), record(64, 96, 2), record(64, 64, 3), record(96, 64, 4)])
+    assert (rows[0]["cases"], rows[0]["sizes"], rows[0]["non_square"]) == (5, 3, 2)
+    assert "3 (2 non-sq)" in format_table(rows)
+
+
 class BatchLeaky(TinyDetector):
     """Boxes move 8 px right when the image shares its batch: a batch-consistency bug."""
 
