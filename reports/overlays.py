@@ -2,9 +2,10 @@
 
 A failing or ambiguous check keeps what it compared (deploy_parity.check.KeptAnswers:
 the feed and both outputs) and the recorder holds a bounded number of them, so a picture
-costs no inference. Only where nothing was kept (an xdist worker's cases: their answers
-stay in the worker) is the case re-run from its record (model, backend, size, batch,
-dtypes, seed). Each check compares two answers, and the picture shows those two:
+costs no inference (an xdist worker hands its kept answers over as files,
+reports/answers.py). Only where nothing was kept (a case beyond the bound, or answers
+that are not arrays by name) is the case re-run from its record (model, backend, size,
+batch, dtypes, seed). Each check compares two answers, and the picture shows those two:
 
   parity       the eager PyTorch reference  vs  the backend
   batch        the image run alone          vs  the same image inside the batch
@@ -65,7 +66,7 @@ def _image_of(case, feed: dict, sample: int) -> np.ndarray:
 
 def rerun(record: dict, case, backend, pool):
     """Run the record's case again: the KeptAnswers its check would have kept. Only for
-    records whose answers were not kept (an xdist worker's: they stay in its process)."""
+    records whose answers were not kept (see the module's docstring)."""
     from deploy_parity.check import KeptAnswers
 
     height, width, batch, seed = record["height"], record["width"], record["batch"], record["seed"]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from reports.answers import picture_key
 from reports.history import HistoryStore, RunIdentity, utc_now, worst_by_group
 from reports.html import Picture, ReportPage, write_page, write_progress_page, write_status_page
 from reports.metrics import ERROR_METRICS, worst_errors
@@ -60,7 +61,7 @@ class WrittenReports:
     run_id: Optional[int] = None
     problems: list = field(default_factory=list)  # a report that could not be written, and why
     pictures: int = 0
-    pictures_rerun: int = 0  # drawn by running the case again (nothing kept: an xdist worker's case)
+    pictures_rerun: int = 0  # drawn by running the case again (nothing kept for it)
     seconds: float = 0.0  # spent writing all of this, at session end
 
 
@@ -136,8 +137,7 @@ def _picture_order(records: list) -> list:
     dtypes, seed) only once."""
     seen, wanted = set(), []
     for index, record in enumerate(records):
-        key = (record["check"], record["model"], record["backend"], record["precision"], record["height"],
-               record["width"], record["batch"], tuple(record["dtypes"]), record["seed"])
+        key = picture_key(record)
         if record["verdict"] in PICTURE_VERDICTS and key not in seen:
             seen.add(key)
             wanted.append(index)
@@ -167,7 +167,7 @@ def _pictures(records: list, directory: Path, cap: int, registry, backends: dict
             pictures.append(Picture(index, None, f"no picture: {error}"))
             continue
         kept = (kept_answers or {}).get(index)
-        if kept is None and pool is None:  # nothing kept (an xdist worker's case): run it again
+        if kept is None and pool is None:  # nothing kept (beyond the bound, or not storable): run it again
             pool = make_pool()
         why_not = _render_case(record, case, backend, pool, directory / name, kept=kept)
         rerun += kept is None

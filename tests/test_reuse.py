@@ -168,3 +168,42 @@ def test_kept_answers_are_bounded_in_count_and_bytes_keeping_the_most_telling(tm
     recorder.records.append(record("fail", 50.0))
     recorder._keep_answers(5, recorder.records[-1], big)
     assert sorted(recorder.kept_answers()) == [5]  # 8000 bytes alone fill the bound
+
+
+def test_kept_answers_travel_as_files_and_load_only_for_their_run(tmp_path):
+    """How an xdist worker hands its answers to the controller: arrays by name, no pickle."""
+    from deploy_parity.check import KeptAnswers
+    from reports.answers import StoredAnswers, save_answers
+
+    def record(check, seed):
+        return {"check": check, "model": "m", "backend": "onnxrt-cpu", "precision": "fp32", "height": 48,
+                "width": 64, "batch": 2, "dtypes": ["float32"], "seed": seed, "verdict": "fail"}
+
+    rng = np.random.default_rng(0)
+    feed = {"images": rng.random((2, 3, 48, 64), dtype=np.float32)}
+    outputs = [{"dets": rng.random((1, 5, 5), dtype=np.float32), "labels": np.arange(5)} for _ in range(3)]
+    parity = KeptAnswers("parity", feed, outputs[0], outputs[1])
+    batch = KeptAnswers("batch", feed, [outputs[0], outputs[2]], outputs[1])  # one answer per image run alone
+    odd = KeptAnswers("parity", feed, {"dets": [1, 2]}, outputs[1])  # not arrays by name: left out, counted
+    index, unstorable = save_answers(tmp_path / "gw0" / "answers", "run-a",
+                                     [(record("parity", 3), parity), (record("batch", 4), batch),
+                                      (record("parity", 5), odd)])
+    assert unstorable == 1 and index.is_file()
+
+    # The controller's merged records: another worker's case first, a replay of seed 3 later.
+    merged = [record("determinism", 1), record("parity", 3), record("batch", 4), record("parity", 5),
+              record("parity", 3)]
+    stored = StoredAnswers([index], "run-a", merged)
+    assert sorted(stored) == [1, 2]  # a replay maps to the first record of its case
+    loaded = stored.get(2)
+    assert loaded.check == "batch" and isinstance(loaded.first, list) and len(loaded.first) == 2
+    np.testing.assert_array_equal(loaded.first[1]["dets"], outputs[2]["dets"])
+    np.testing.assert_array_equal(stored[1].feed["images"], feed["images"])
+    assert stored[1].second["labels"].dtype == outputs[1]["labels"].dtype
+    assert stored.get(3) is None and stored.get(0) is None
+    assert len(StoredAnswers([index], "run-b", merged)) == 0  # another run's files are not this run's
+    (index.parent / "0000.npz").write_bytes(b"not a zip")
+    assert stored.get(1) is None  # unreadable: its case is re-run for its picture instead
+    # Saving again empties the folder first.
+    assert save_answers(tmp_path / "gw0" / "answers", "run-c", []) == (None, 0)
+    assert not (tmp_path / "gw0" / "answers").exists()

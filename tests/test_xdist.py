@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections import defaultdict
 
@@ -10,6 +11,7 @@ import pytest
 
 from fixtures.scheduling import case_of_test, gpu_for_worker, scheduling_scope, threads_per_worker, visible_gpus
 from tests.suite_runs import run_suite
+from tests.tiny_cases import write_cases_module
 
 NODE = "suites/test_parity.py::test_parity[pose-rtmo@onnxrt-cpu]"
 
@@ -87,3 +89,19 @@ def test_parallel_run_keeps_each_model_on_one_worker_and_merges(tmp_path, monkey
         connection.close()
     assert runs == [(summary["history"]["run_id"], "complete", 2)]  # one run, both workers in it
     assert dict(rows) == {w: len(r) for w, r in per_worker.items()}
+
+
+@pytest.mark.slow  # a two-worker suite subprocess, ~30 s
+def test_parallel_run_draws_pictures_from_the_workers_answers(tmp_path):
+    """The workers hand the controller what their checks compared: no case is run twice."""
+    module = write_cases_module(tmp_path / "shifted_cases.py",
+                                "CASES = [tiny_case('tiny-shifted-a', offset=3.0), tiny_case('tiny-shifted-b', offset=3.0)]\n")
+    run = run_suite(tmp_path, "-n", "2", "--model-module", str(module), "--backend", "onnxrt-cpu",
+                    "--report-images", "4", "-k", "test_parity", profile="dev")
+    assert run.returncode == 1, run.output[-3000:]
+    assert {r["model"] for r in run.records() if r["verdict"] == "fail"} == {"tiny-shifted-a", "tiny-shifted-b"}
+    drawn = re.search(r"\((\d+) case pictures", run.output)
+    assert drawn and int(drawn.group(1)) >= 2, run.output[-3000:]
+    assert "drawn by running the case again" not in run.output
+    assert len(list((run.reports_dir / "images").glob("case-*.png"))) == int(drawn.group(1))
+    assert not list(run.reports_dir.glob("gw*/answers"))  # handed over, drawn from, removed
