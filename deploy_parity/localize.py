@@ -93,6 +93,10 @@ def _leaves(value) -> list:
         return [t for v in value for t in _leaves(v)]
     if isinstance(value, dict):
         return [t for v in value.values() for t in _leaves(v)]
+    if hasattr(value, "__dict__") and not isinstance(value, torch.nn.Module):
+        # A plain object holding tensors, as torchvision's ImageList (the transform's
+        # output: the resized, padded batch) is: its tensors are the module's output.
+        return [t for v in vars(value).values() for t in _leaves(v)]
     return []
 
 
@@ -225,6 +229,21 @@ def run_with_intermediates(onnx_path, feed: dict, names: list, providers=("CPUEx
     return dict(zip(wanted, session.run(wanted, inputs)))
 
 
+def _reads_the_feed(inputs: list, feed: dict) -> bool:
+    """Every input leaf is one of the feed's arrays, or one image of a feed's batch."""
+    arrays = [np.asarray(value) for value in feed.values()]
+
+    def is_fed(leaf) -> bool:
+        for array in arrays:
+            if leaf.shape == array.shape and _error(array, leaf) == 0.0:
+                return True
+            if leaf.shape == array.shape[1:] and any(_error(image, leaf) == 0.0 for image in array):
+                return True
+        return False
+
+    return bool(inputs) and all(is_fed(leaf) for leaf in inputs)
+
+
 def first_divergent_node(onnx_path, feed: dict, deploy_records: dict) -> tuple[Optional[dict], str]:
     """Deploy module (hooks) against the graph (intermediate outputs) by scope names."""
     import onnx
@@ -254,19 +273,23 @@ def first_divergent_node(onnx_path, feed: dict, deploy_records: dict) -> tuple[O
             continue
         outputs = deploy_records[name][1]
         verdicts[name] = (min(_error(o, tensor) for o in outputs), node)
-    previous_ok = None
+    previous_ok, first = None, True
     for name in deploy_records:  # torch's output order: topological
         if name not in verdicts:
             continue
         error, node = verdicts[name]
         if error == 0.0:
-            previous_ok = name
+            previous_ok, first = name, False
             continue
         parent = name.rsplit(".", 1)[0] if "." in name else ""
         if parent in verdicts and verdicts[parent][0] == 0.0:
+            first = False
             continue  # the parent agrees: a mapping artifact (e.g. a folded BatchNorm), not a divergence
+        # No mapped module before it: its inputs agree when they are the feed itself, which
+        # both sides read (torchvision's transform takes the images of the batch one by one).
+        inputs_agree = previous_ok is not None or (first and _reads_the_feed(deploy_records[name][0], feed))
         return ({"module": name, "class": deploy_records[name][2], "node": node.name, "op": node.op_type,
-                 "error": error, "inputs_agree": previous_ok is not None,
+                 "error": error, "inputs_agree": inputs_agree,
                  "tolerance": f"atol {ATOL:g} + rtol {RTOL:g}",
                  "how": f"graph copy with {len(marked)} intermediate outputs, nodes mapped by scope name",
                  "last_agreeing_module": previous_ok}, "")
