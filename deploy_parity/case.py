@@ -12,6 +12,7 @@ they cross an API: the pose bug this harness was built for came from mixing the 
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from deploy_parity.errors import ModelCaseError, UnsupportedShapeError
+from deploy_parity.errors import ArtifactError, ModelCaseError, UnsupportedShapeError
 
 # How a deploy graph's spatial size is bound.
 #  dynamic:  one graph, dynamic H and W within the case's SizeSpace.
@@ -236,6 +237,51 @@ class ZooEntry:
     source_files: Sequence[str] = ()
 
 
+class ArtifactOnFirstUse(os.PathLike):
+    """A case's own artifact given as a function: made when the harness first opens it
+    (os.fspath), not when the cases module is imported, and made again if its file is
+    gone. What the function raises or returns wrong is an ArtifactError naming the case."""
+
+    def __init__(self, case_name: str, field_name: str, make: Callable[[], "os.PathLike | str"]):
+        self.case_name, self.field_name, self.make = case_name, field_name, make
+        self._path: Optional[Path] = None
+
+    def __fspath__(self) -> str:
+        if self._path is None or not self._path.is_file():
+            where = f"{self.case_name}.{self.field_name} ({getattr(self.make, '__qualname__', self.make)!r})"
+            try:
+                made = self.make()
+            except ArtifactError:
+                raise
+            except Exception as error:  # noqa: BLE001 - the user's function: said against its case
+                raise ArtifactError(where, f"making it raised {type(error).__name__}: {error}".splitlines()[0],
+                                    "expected the function to return the path of the file it made") from error
+            if not isinstance(made, (str, os.PathLike)):
+                raise ArtifactError(where, f"the function returned {type(made).__name__}, not a path",
+                                    "expected it to return the path of the file it made")
+            self._path = Path(made)
+        return str(self._path)
+
+    def __str__(self) -> str:
+        return self.__fspath__()
+
+    def __repr__(self) -> str:
+        return f"ArtifactOnFirstUse({self.case_name!r}, {self.field_name!r}, made={self._path})"
+
+
+def _artifact_path(case_name: str, field_name: str, value):
+    if value is None or value == "":
+        return None
+    if isinstance(value, ArtifactOnFirstUse):  # dataclasses.replace() passes it on
+        return value if value.case_name == case_name else ArtifactOnFirstUse(case_name, field_name, value.make)
+    if isinstance(value, (str, os.PathLike)):
+        return Path(value)
+    if callable(value):
+        return ArtifactOnFirstUse(case_name, field_name, value)
+    raise ModelCaseError(f"{case_name}: {field_name} is a {type(value).__name__}; expected a path (str or "
+                         "pathlib.Path) or a function returning one")
+
+
 @dataclass
 class ModelCase:
     """One model under test: a name, the reference, what gets deployed, its inputs, the
@@ -247,7 +293,9 @@ class ModelCase:
     build_reference: () -> torch.nn.Module in eval mode, the eager reference.
     build_deploy: (DeployTarget) -> the torch.nn.Module that gets exported; default: the
         reference itself. Not needed when you bring your own `onnx_path`.
-    onnx_path / engine_path: your own exported artifacts, loaded instead of exporting.
+    onnx_path / engine_path: your own exported artifacts, loaded instead of exporting;
+        a path, or a function returning one, called when the harness first opens the
+        artifact (so listing or selecting cases makes nothing).
     inputs: declared once; feeds are built from them (images: float32 in [0, 1] or
         uint8 in [0, 255], NCHW, RGB; see deploy_parity/inputs.py), or by `make_feed`.
     max_batch: the largest batch the case declares; artifacts must take it.
@@ -268,8 +316,8 @@ class ModelCase:
     # (outputs of one batch, sample index, image (height, width)) -> Instances
     to_instances: Optional[Callable] = None
     build_deploy: Optional[Callable[[DeployTarget], "object"]] = None
-    onnx_path: Optional[Path] = None
-    engine_path: Optional[Path] = None
+    onnx_path: "Optional[Path | Callable[[], Path]]" = None
+    engine_path: "Optional[Path | Callable[[], Path]]" = None
     description: str = ""
     max_batch: int = 1
     spatial_binding: str = "dynamic"
@@ -311,8 +359,8 @@ class ModelCase:
 
             deploy_is_the_reference.is_reference = True  # survives dataclasses.replace
             self.build_deploy = deploy_is_the_reference
-        self.onnx_path = Path(self.onnx_path) if self.onnx_path else None
-        self.engine_path = Path(self.engine_path) if self.engine_path else None
+        self.onnx_path = _artifact_path(self.name, "onnx_path", self.onnx_path)
+        self.engine_path = _artifact_path(self.name, "engine_path", self.engine_path)
 
     # ---- what the harness reads (judging knobs fall back to the adapter's) ----
 

@@ -128,8 +128,9 @@ def _content_key(module: nn.Module, source_files, extra: dict) -> str:
                       "torch": torch.__version__, **extra})[:16]
 
 
-class ExportedOnFirstUse(os.PathLike):
-    """The `onnx_path` of a case that brings its own graph, written on first use.
+class ExportedOnFirstUse:
+    """The `onnx_path` of a case that brings its own graph: a function ModelCase calls
+    when the harness first opens the graph (deploy_parity.case.ArtifactOnFirstUse).
 
     What a user does without thinking of sizes: torch.onnx.export(model, (sample,),
     ...) with no dynamic axes, which gives a graph fixed at the sample's size. The graph
@@ -148,7 +149,7 @@ class ExportedOnFirstUse(os.PathLike):
         self.height, self.width = height, width
         self._path: Optional[Path] = None
 
-    def _ensure(self) -> Path:
+    def __call__(self) -> Path:
         if self._path is not None and self._path.is_file():
             return self._path
         from deploy_parity.export.onnx_exporter import check_onnx
@@ -174,12 +175,6 @@ class ExportedOnFirstUse(os.PathLike):
                  "size": [self.height, self.width]}, indent=1))
         self._path = path
         return path
-
-    def __fspath__(self) -> str:
-        return str(self._ensure())
-
-    def __str__(self) -> str:
-        return self.__fspath__()
 
     def __repr__(self) -> str:
         return f"ExportedOnFirstUse({self.name!r}, {self.height}x{self.width})"

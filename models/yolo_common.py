@@ -33,12 +33,11 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 import contextlib  # noqa: E402
 import copy  # noqa: E402
-import dataclasses  # noqa: E402
 import hashlib  # noqa: E402
 import logging  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Callable, Optional  # noqa: E402
+from typing import Optional  # noqa: E402
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -50,7 +49,6 @@ from ultralytics.nn import tasks as ultralytics_tasks  # noqa: E402
 from ultralytics.nn.modules import C2f, Detect  # noqa: E402
 from ultralytics.utils import LOGGER as ULTRALYTICS_LOGGER  # noqa: E402
 
-from deploy_parity.case import ModelCase  # noqa: E402
 from deploy_parity.errors import ArtifactError, ModelCaseError  # noqa: E402
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
@@ -207,37 +205,4 @@ def fixed_export(spec: YoloSpec, height: int, width: int) -> Path:
             raise ArtifactError(path, f"Ultralytics' ONNX export failed: {exc}".splitlines()[0]) from exc
         os.replace(produced, path)  # atomic: a killed export never leaves half a file
     return path
-
-
-class ModelCaseWithRuntimeOnnx(ModelCase):
-    """A ModelCase whose own artifact (onnx_path) is made when the harness first reads it,
-    not when the zoo is imported: listing the zoo never exports anything.
-
-    ModelCase keeps onnx_path as a plain Path; here it is a property calling `make_onnx`
-    (set after construction, so ModelCase.__post_init__ sees no path yet)."""
-
-    @property
-    def onnx_path(self):
-        make = self.__dict__.get("_make_onnx")
-        return make() if make is not None else self.__dict__.get("_onnx_path")
-
-    @onnx_path.setter
-    def onnx_path(self, value):
-        self.__dict__["_onnx_path"] = value
-
-
-def with_runtime_onnx(case: ModelCase, make_onnx: Callable[[], Path], **changes) -> ModelCase:
-    """`case` (with `changes`) bringing the .onnx that make_onnx() returns (made on first read)."""
-    fields = {f.name: getattr(case, f.name) for f in dataclasses.fields(case) if f.init}
-    fields.update(changes, onnx_path=None)
-    lazy = ModelCaseWithRuntimeOnnx(**fields)
-    made: list = []
-
-    def make() -> Path:
-        if not made or not made[0].is_file():
-            made[:] = [Path(make_onnx())]
-        return made[0]
-
-    lazy.__dict__["_make_onnx"] = make
-    return lazy
 

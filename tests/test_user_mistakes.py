@@ -131,6 +131,49 @@ def test_duplicate_output_names(cases, capsys, monkeypatch):
         "expected each output declared once")
 
 
+def test_onnx_path_that_is_neither_a_path_nor_a_function(cases, capsys, monkeypatch):
+    path = cases("from dataclasses import replace\n"
+                 "CASES = [replace(tiny_case(), onnx_path=42)]\n")
+    assert usage_error(capsys, monkeypatch, "--model-module", path) == (
+        f"ERROR: model module {path} (at my_cases.py:5): tiny-det: onnx_path is a int; expected a path (str or "
+        "pathlib.Path) or a function returning one")
+
+
+def test_onnx_path_given_as_a_function_is_made_on_first_use_and_its_failures_name_the_case(tmp_path):
+    import os
+    from dataclasses import replace
+
+    from deploy_parity.errors import ArtifactError
+    from tests.tiny_cases import tiny_case
+
+    calls = []
+    graph = tmp_path / "made.onnx"
+
+    def make():
+        calls.append(1)
+        graph.write_bytes(b"graph")
+        return graph
+
+    case = replace(tiny_case(), onnx_path=make)
+    assert calls == []  # declaring (and importing) a case makes nothing
+    assert os.fspath(case.onnx_path) == str(graph) and os.fspath(case.onnx_path) == str(graph)
+    assert len(calls) == 1  # made once ...
+    graph.unlink()
+    assert os.fspath(case.onnx_path) == str(graph) and len(calls) == 2  # ... and again when its file is gone
+    renamed = replace(case, name="tiny-other")
+    assert "tiny-other" in repr(renamed.onnx_path)
+
+    def broken():
+        raise RuntimeError("exporter crashed\nwith a long traceback")
+
+    with pytest.raises(ArtifactError) as info:
+        os.fspath(replace(tiny_case(), onnx_path=broken).onnx_path)
+    assert str(info.value).startswith("artifact tiny-det.onnx_path (")
+    assert "making it raised RuntimeError: exporter crashed (expected the function" in str(info.value)
+    with pytest.raises(ArtifactError, match=r"the function returned NoneType, not a path"):
+        os.fspath(replace(tiny_case(), onnx_path=lambda: None).onnx_path)
+
+
 @pytest.mark.parametrize("name", ["../../escaped", "team/det"])
 def test_case_name_with_a_path_separator(cases, capsys, monkeypatch, name):
     path = cases(f"CASES = [tiny_case({name!r})]\n")

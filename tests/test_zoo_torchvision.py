@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import numpy as np
 import onnxruntime as ort
@@ -144,12 +145,12 @@ def test_bgr_wrapper_swaps_the_channels():
 
 def test_users_fixed_export_is_written_on_first_use(tmp_path, monkeypatch):
     monkeypatch.setenv("PARITY_CACHE_DIR", str(tmp_path))
-    artifact = tv_common.ExportedOnFirstUse("tv-fcos-fixed-export", tv_fcos.build_reference,
-                                            tv_fcos.ADAPTER.output_names, 160, 160)
+    case = replace(tv_fcos.FIXED_EXPORT, onnx_path=tv_common.ExportedOnFirstUse(
+        "tv-fcos-fixed-export", tv_fcos.build_reference, tv_fcos.ADAPTER.output_names, 160, 160))
     assert not list(tmp_path.rglob("*.onnx")), "nothing is exported before the harness opens it"
-    bounds = onnx_graph_bounds(tv_fcos.FIXED_EXPORT, artifact)
+    bounds = onnx_graph_bounds(case, case.onnx_path)
     [path] = list(tmp_path.rglob("*.onnx"))
-    assert path.parent.name == "user-artifacts" and str(artifact) == str(path)
+    assert path.parent.name == "user-artifacts" and str(case.onnx_path) == str(path)
     assert (bounds.fixed_height, bounds.fixed_width, bounds.max_batch) == (160, 160, 1)
     assert tv_fcos.FIXED_EXPORT.onnx_path is not None and tv_fcos.CASE.onnx_path is None
 
