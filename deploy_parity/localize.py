@@ -84,20 +84,27 @@ class Localisation:
 ATOL, RTOL = 1e-4, 1e-4  # the fp32 tensor row: kernels differ by summation order only
 
 
-def _leaves(value) -> list:
+def _leaves(value, _seen: Optional[set] = None) -> list:
+    """The tensors in a module's inputs or output, in order: tensors, lists, tuples and
+    dicts of them, and plain objects holding them (torchvision's ImageList, the
+    transform's output: the resized, padded batch), each object visited once."""
     import torch
 
     if isinstance(value, torch.Tensor):
         return [value]
     if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _leaves(v)]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _leaves(v)]
-    if hasattr(value, "__dict__") and not isinstance(value, torch.nn.Module):
-        # A plain object holding tensors, as torchvision's ImageList (the transform's
-        # output: the resized, padded batch) is: its tensors are the module's output.
-        return [t for v in vars(value).values() for t in _leaves(v)]
-    return []
+        items = value
+    elif isinstance(value, dict):
+        items = value.values()
+    elif hasattr(value, "__dict__") and not isinstance(value, (torch.nn.Module, type)):
+        items = vars(value).values()
+    else:
+        return []
+    seen = set() if _seen is None else _seen
+    if id(value) in seen:  # an object reachable twice (or from itself) counts once
+        return []
+    seen.add(id(value))
+    return [t for v in items for t in _leaves(v, seen)]
 
 
 def _error(a, b) -> float:

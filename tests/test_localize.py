@@ -109,3 +109,22 @@ def test_a_failing_suite_reports_stage_layer_and_the_most_severe_example(tmp_pat
     assert len(diagnosed) == 1  # once per failing test, on its final example
     assert diagnosed[0]["localisation"]["stage"] == "deploy rewrite"
     assert diagnosed[0]["most_severe"]["worst_error"] > diagnosed[0]["comparisons"][0]["metrics"].get("max_corner_px", 0)
+
+
+def test_module_outputs_held_by_plain_objects_are_seen_once():
+    """torchvision's transform returns an ImageList (a plain object holding the padded
+    batch): its tensors are the transform's output; cycles and modules are not followed."""
+    import torch
+    from torchvision.models.detection.image_list import ImageList
+
+    from deploy_parity.localize import _leaves, _reads_the_feed
+
+    batch = torch.rand(1, 3, 8, 12)
+    images = ImageList(batch, [(8, 12)])
+    assert [t is batch for t in _leaves((images, None))] == [True]
+    images.me = images  # a cycle
+    assert len(_leaves(images)) == 1
+    assert _leaves((torch.nn.Linear(1, 1), "x", 3)) == []
+    feed = {"images": batch.numpy()}
+    assert _reads_the_feed([batch[0].numpy()], feed) and _reads_the_feed([batch.numpy()], feed)
+    assert not _reads_the_feed([batch[0].numpy() + 1], feed) and not _reads_the_feed([], feed)
