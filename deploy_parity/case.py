@@ -249,16 +249,19 @@ class ArtifactOnFirstUse(os.PathLike):
     def __fspath__(self) -> str:
         if self._path is None or not self._path.is_file():
             where = f"{self.case_name}.{self.field_name} ({getattr(self.make, '__qualname__', self.make)!r})"
+            expected = "expected the function to return the path of the file it made"
             try:
                 made = self.make()
-            except ArtifactError:
-                raise
+            except ArtifactError as error:  # already names the file; add the case
+                raise ArtifactError(where, f"making it failed: {error}".splitlines()[0]) from error
             except Exception as error:  # noqa: BLE001 - the user's function: said against its case
                 raise ArtifactError(where, f"making it raised {type(error).__name__}: {error}".splitlines()[0],
-                                    "expected the function to return the path of the file it made") from error
+                                    expected) from error
             if not isinstance(made, (str, os.PathLike)):
-                raise ArtifactError(where, f"the function returned {type(made).__name__}, not a path",
-                                    "expected it to return the path of the file it made")
+                raise ArtifactError(where, f"the function returned {type(made).__name__}, not a path", expected)
+            if not Path(made).is_file():
+                raise ArtifactError(where, f"the function returned {os.fspath(made)}, where there is no file",
+                                    expected)
             self._path = Path(made)
         return str(self._path)
 
@@ -278,7 +281,7 @@ def _artifact_path(case_name: str, field_name: str, value):
         return Path(value)
     if callable(value):
         return ArtifactOnFirstUse(case_name, field_name, value)
-    raise ModelCaseError(f"{case_name}: {field_name} is a {type(value).__name__}; expected a path (str or "
+    raise ModelCaseError(f"{case_name}: {field_name} is of type {type(value).__name__}; expected a path (str or "
                          "pathlib.Path) or a function returning one")
 
 

@@ -25,6 +25,7 @@ Where no mapping exists (a graph with no scope names, a TensorRT engine) it says
 from __future__ import annotations
 
 import time
+import types
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -84,10 +85,12 @@ class Localisation:
 ATOL, RTOL = 1e-4, 1e-4  # the fp32 tensor row: kernels differ by summation order only
 
 
-def _leaves(value, _seen: Optional[set] = None) -> list:
+def _leaves(value, _path: tuple = ()) -> list:
     """The tensors in a module's inputs or output, in order: tensors, lists, tuples and
     dicts of them, and plain objects holding them (torchvision's ImageList, the
-    transform's output: the resized, padded batch), each object visited once."""
+    transform's output: the resized, padded batch). An object is not entered again
+    inside itself (a cycle), and plain objects only two levels deep: what a module
+    returns, not everything reachable from it."""
     import torch
 
     if isinstance(value, torch.Tensor):
@@ -96,15 +99,15 @@ def _leaves(value, _seen: Optional[set] = None) -> list:
         items = value
     elif isinstance(value, dict):
         items = value.values()
-    elif hasattr(value, "__dict__") and not isinstance(value, (torch.nn.Module, type)):
+    elif (hasattr(value, "__dict__") and sum(not isinstance(v, (list, tuple, dict)) for v in _path) < 2
+          and not isinstance(value, (torch.nn.Module, type, types.ModuleType, types.FunctionType,
+                                     types.MethodType))):
         items = vars(value).values()
     else:
         return []
-    seen = set() if _seen is None else _seen
-    if id(value) in seen:  # an object reachable twice (or from itself) counts once
+    if any(value is outer for outer in _path):
         return []
-    seen.add(id(value))
-    return [t for v in items for t in _leaves(v, seen)]
+    return [t for v in list(items) for t in _leaves(v, _path + (value,))]
 
 
 def _error(a, b) -> float:
@@ -278,7 +281,13 @@ def first_divergent_node(onnx_path, feed: dict, deploy_records: dict) -> tuple[O
         tensor = values.get(node.output[0]) if node.output else None
         if tensor is None:
             continue
-        outputs = deploy_records[name][1]
+        # The scope's last node must be one of the module's outputs: one of the same rank
+        # (a size of it may differ: that is a divergence). None of that rank: the node is
+        # something else the module computed (e.g. the transform's image sizes after its
+        # padded batch), so the module stays unmapped rather than blamed.
+        outputs = [o for o in deploy_records[name][1] if np.ndim(o) == np.ndim(tensor)]
+        if not outputs:
+            continue
         verdicts[name] = (min(_error(o, tensor) for o in outputs), node)
     previous_ok, first = None, True
     for name in deploy_records:  # torch's output order: topological

@@ -7,8 +7,9 @@ writes the ones it kept to <reports dir>/<worker id>/answers/ (one .npz of plain
 per case, no pickle, and an index naming the run and each case), and the controller
 maps them onto the merged records and loads each only when its picture is drawn.
 
-A case whose answers cannot be stored this way (an answer that is not arrays by name)
-is left out and, as before, drawn by running it again; the report says how many were.
+A case whose answers cannot be stored this way (an answer that is not arrays by name),
+or a folder that cannot be written or read back, falls back to drawing the case by
+running it again, which the terminal line counts ("N drawn by running the case again").
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Optional
 import numpy as np
 
 INDEX_NAME = "index.json"
+# Records that get a picture: failures first, then ambiguous cases.
+PICTURE_VERDICTS = ("fail", "ambiguous")
 
 
 def picture_key(record: dict) -> tuple:
@@ -39,7 +42,7 @@ def _flatten(value, arrays: dict) -> Optional[object]:
     if isinstance(value, dict):
         layout = {}
         for name, array in value.items():
-            if not isinstance(array, np.ndarray) or array.dtype == object:
+            if not isinstance(array, np.ndarray) or array.dtype.hasobject:  # savez would pickle those
                 return None
             key = f"a{len(arrays)}"
             arrays[key] = array
@@ -57,27 +60,39 @@ def _unflatten(layout, arrays) -> object:
     return {name: arrays[key] for name, key in layout.items()}
 
 
-def save_answers(directory: Path, run_uid: str, kept: list) -> tuple:
-    """Write `kept`, a list of (record, KeptAnswers), to `directory` (emptied first).
-    Returns (index path or None when nothing was written, how many could not be stored)."""
+def save_answers(directory: Path, run_uid: str, kept: list) -> Optional[Path]:
+    """Write `kept`, a list of (record, KeptAnswers), to `directory` (emptied first), one
+    entry per picture key; returns the index, or None when nothing could be stored.
+    On an error the folder is removed and the error raised."""
     directory = Path(directory)
-    shutil.rmtree(directory, ignore_errors=True)  # an earlier run's answers are not this run's
-    entries, unstorable = [], 0
-    for record, answers in kept:
-        arrays: dict = {}
-        layout = {part: _flatten(getattr(answers, part), arrays) for part in ("feed", "first", "second")}
-        if any(part is None for part in layout.values()):
-            unstorable += 1
-            continue
-        directory.mkdir(parents=True, exist_ok=True)
-        name = f"{len(entries):04d}.npz"
-        np.savez(directory / name, **arrays)
-        entries.append({"key": list(picture_key(record)), "check": answers.check, "file": name, "layout": layout})
-    if not entries:
-        return None, unstorable
-    index = directory / INDEX_NAME
-    index.write_text(json.dumps({"run": run_uid, "answers": entries}))
-    return index, unstorable
+    remove_answers(directory)  # an earlier run's answers are not this run's
+    entries, keys = [], set()
+    try:
+        for record, answers in kept:
+            key = picture_key(record)
+            if key in keys:  # a replay of a case already stored
+                continue
+            arrays: dict = {}
+            layout = {part: _flatten(getattr(answers, part), arrays) for part in ("feed", "first", "second")}
+            if any(part is None for part in layout.values()):
+                continue  # not arrays by name: drawn by running it again
+            directory.mkdir(parents=True, exist_ok=True)
+            name = f"{len(entries):04d}.npz"
+            np.savez(directory / name, **arrays)
+            keys.add(key)
+            entries.append({"key": list(key), "check": answers.check, "file": name, "layout": layout})
+        if not entries:
+            return None
+        index = directory / INDEX_NAME
+        index.write_text(json.dumps({"run": run_uid, "answers": entries}))
+        return index
+    except BaseException:
+        remove_answers(directory)
+        raise
+
+
+def remove_answers(directory: Path) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 class StoredAnswers(Mapping):
@@ -89,35 +104,41 @@ class StoredAnswers(Mapping):
 
     def __init__(self, index_paths: list, run_uid: str, records: list):
         self._where: dict = {}
+        # The record a picture is drawn for: the first of its key with a picture verdict
+        # (reports.run_report._picture_order picks the same one).
         first_index: dict = {}
         for index, record in enumerate(records):
-            first_index.setdefault(picture_key(record), index)
+            if record.get("verdict") in PICTURE_VERDICTS:
+                first_index.setdefault(picture_key(record), index)
         for index_path in index_paths:
             index_path = Path(index_path)
             try:
                 content = json.loads(index_path.read_text())
-            except (OSError, ValueError):
-                continue  # its cases are re-run for their pictures, and the report counts them
-            if content.get("run") != run_uid:
+                if content.get("run") != run_uid:
+                    continue
+                for entry in content["answers"]:
+                    *head, dtypes, seed = entry["key"]  # JSON made the dtypes tuple a list
+                    record_index = first_index.get((*head, tuple(dtypes), seed))
+                    if record_index is not None:
+                        self._where[record_index] = (index_path.parent / entry["file"], entry)
+            except Exception:  # noqa: BLE001 - unreadable: its cases are re-run for their pictures, and counted
                 continue
-            for entry in content.get("answers", []):
-                *head, dtypes, seed = entry["key"]  # JSON made the dtypes tuple a list
-                record_index = first_index.get((*head, tuple(dtypes), seed))
-                if record_index is not None:
-                    self._where[record_index] = (index_path.parent / entry["file"], entry)
 
     def __getitem__(self, record_index: int):
         from deploy_parity.check import KeptAnswers
 
         path, entry = self._where[record_index]
         try:
-            with np.load(path, allow_pickle=False) as stored:
+            stored = np.load(path, allow_pickle=False)
+            if not isinstance(stored, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
+            with stored:
                 arrays = {key: stored[key] for key in stored.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            layout = entry["layout"]
+            return KeptAnswers(entry["check"], _unflatten(layout["feed"], arrays),
+                               _unflatten(layout["first"], arrays), _unflatten(layout["second"], arrays))
+        except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError, zipfile.BadZipFile) as error:
             raise KeyError(f"{path}: {type(error).__name__}: {error}") from error
-        layout = entry["layout"]
-        return KeptAnswers(entry["check"], _unflatten(layout["feed"], arrays), _unflatten(layout["first"], arrays),
-                           _unflatten(layout["second"], arrays))
 
     def get(self, record_index, default=None):
         try:

@@ -209,7 +209,7 @@ def _pictures_section(page: ReportPage) -> str:
     if not page.pictures:
         return ""
     parts = ["<h2 id='pictures'>Failing and ambiguous cases</h2>",
-             "<p class='note'>Each case re-run from its record: green is the first answer the check compared "
+             "<p class='note'>Each case drawn from what its check compared: green is the first answer "
              "(the reference, the image alone, run 1), magenta dashed the second (the backend, the image in "
              "its batch, run 2).</p>"]
     for picture in page.pictures:

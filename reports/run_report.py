@@ -21,14 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from reports.answers import picture_key
+from reports.answers import PICTURE_VERDICTS, picture_key
 from reports.history import HistoryStore, RunIdentity, utc_now, worst_by_group
 from reports.html import Picture, ReportPage, write_page, write_progress_page, write_status_page
 from reports.metrics import ERROR_METRICS, worst_errors
 from reports.regressions import find_regressions
 from reports.summary import summarise
 
-PICTURE_VERDICTS = ("fail", "ambiguous")
 TREND_RUNS = 30  # complete runs drawn in the trend figure
 RECENT_RUNS = 10  # runs listed in the report's history table
 

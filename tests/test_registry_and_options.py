@@ -127,3 +127,19 @@ def test_an_unknown_model_still_lists_every_zoo_case():
     with pytest.raises(UnknownNameError) as error:
         build_registry(wanted=["pose-rmto"]).select(["pose-rmto"])
     assert "yolo-seg" in str(error.value) and "pose-rtmo" in str(error.value)
+
+
+def test_cases_bringing_their_own_graph_export_nothing_until_a_test_opens_it(tmp_path):
+    """onnx_path given as a function: importing, listing and collecting make no graph."""
+    import os
+
+    cache = tmp_path / "cache"
+    done = subprocess.run([sys.executable, "-m", "pytest", "suites", "-p", "no:cacheprovider", "--collect-only", "-q",
+                           "--model", "yolo-pose-fixed-export,tv-fcos-fixed-export", "--parity-cache-dir", str(cache),
+                           "--reports-dir", str(tmp_path / "reports")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PARITY_CACHE_DIR": str(cache),
+                               "YOLO_CONFIG_DIR": str(tmp_path / "yolo")})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "yolo-pose-fixed-export@onnxrt-cpu" in done.stdout and "tv-fcos-fixed-export@onnxrt-cpu" in done.stdout
+    assert not list(tmp_path.rglob("*.onnx")), sorted(tmp_path.rglob("*"))

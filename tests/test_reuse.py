@@ -185,25 +185,30 @@ def test_kept_answers_travel_as_files_and_load_only_for_their_run(tmp_path):
     parity = KeptAnswers("parity", feed, outputs[0], outputs[1])
     batch = KeptAnswers("batch", feed, [outputs[0], outputs[2]], outputs[1])  # one answer per image run alone
     odd = KeptAnswers("parity", feed, {"dets": [1, 2]}, outputs[1])  # not arrays by name: left out, counted
-    index, unstorable = save_answers(tmp_path / "gw0" / "answers", "run-a",
-                                     [(record("parity", 3), parity), (record("batch", 4), batch),
-                                      (record("parity", 5), odd)])
-    assert unstorable == 1 and index.is_file()
+    index = save_answers(tmp_path / "gw0" / "answers", "run-a",
+                         [(record("parity", 3), parity), (record("batch", 4), batch), (record("parity", 5), odd),
+                          (record("parity", 3), parity)])  # a replay: stored once
+    assert index.is_file() and len(list(index.parent.glob("*.npz"))) == 2  # the odd one left out
 
-    # The controller's merged records: another worker's case first, a replay of seed 3 later.
-    merged = [record("determinism", 1), record("parity", 3), record("batch", 4), record("parity", 5),
-              record("parity", 3)]
+    # The controller's merged records: another worker's case first, a replay of seed 3 later,
+    # and seed 4's batch check passing once before it failed.
+    merged = [record("determinism", 1), record("parity", 3), dict(record("batch", 4), verdict="pass"),
+              record("batch", 4), record("parity", 5), record("parity", 3)]
     stored = StoredAnswers([index], "run-a", merged)
-    assert sorted(stored) == [1, 2]  # a replay maps to the first record of its case
-    loaded = stored.get(2)
+    assert sorted(stored) == [1, 3]  # the first record of each case that gets a picture
+    loaded = stored.get(3)
     assert loaded.check == "batch" and isinstance(loaded.first, list) and len(loaded.first) == 2
     np.testing.assert_array_equal(loaded.first[1]["dets"], outputs[2]["dets"])
     np.testing.assert_array_equal(stored[1].feed["images"], feed["images"])
     assert stored[1].second["labels"].dtype == outputs[1]["labels"].dtype
-    assert stored.get(3) is None and stored.get(0) is None
+    assert stored.get(4) is None and stored.get(0) is None
     assert len(StoredAnswers([index], "run-b", merged)) == 0  # another run's files are not this run's
     (index.parent / "0000.npz").write_bytes(b"not a zip")
     assert stored.get(1) is None  # unreadable: its case is re-run for its picture instead
     # Saving again empties the folder first.
-    assert save_answers(tmp_path / "gw0" / "answers", "run-c", []) == (None, 0)
+    (index.parent / "0001.npz").write_bytes(np.zeros(3).tobytes())
+    assert stored.get(3) is None
+    index.write_text("[1, 2]")  # an index that is not what a worker writes
+    assert len(StoredAnswers([index], "run-a", merged)) == 0
+    assert save_answers(tmp_path / "gw0" / "answers", "run-c", []) is None
     assert not (tmp_path / "gw0" / "answers").exists()

@@ -135,7 +135,7 @@ def test_onnx_path_that_is_neither_a_path_nor_a_function(cases, capsys, monkeypa
     path = cases("from dataclasses import replace\n"
                  "CASES = [replace(tiny_case(), onnx_path=42)]\n")
     assert usage_error(capsys, monkeypatch, "--model-module", path) == (
-        f"ERROR: model module {path} (at my_cases.py:5): tiny-det: onnx_path is a int; expected a path (str or "
+        f"ERROR: model module {path} (at my_cases.py:5): tiny-det: onnx_path is of type int; expected a path (str or "
         "pathlib.Path) or a function returning one")
 
 
@@ -172,6 +172,16 @@ def test_onnx_path_given_as_a_function_is_made_on_first_use_and_its_failures_nam
     assert "making it raised RuntimeError: exporter crashed (expected the function" in str(info.value)
     with pytest.raises(ArtifactError, match=r"the function returned NoneType, not a path"):
         os.fspath(replace(tiny_case(), onnx_path=lambda: None).onnx_path)
+    with pytest.raises(ArtifactError, match=r"^artifact tiny-det\.onnx_path .*: the function returned .*nowhere"
+                                            r"\.onnx, where there is no file"):
+        os.fspath(replace(tiny_case(), onnx_path=lambda: tmp_path / "nowhere.onnx").onnx_path)
+
+    def exporter_refusing():
+        raise ArtifactError(tmp_path / "x.onnx", "Ultralytics' ONNX export failed: no")
+
+    with pytest.raises(ArtifactError, match=r"^artifact tiny-det\.onnx_path .*: making it failed: artifact .*x\.onnx: "
+                                            r"Ultralytics' ONNX export failed: no"):
+        os.fspath(replace(tiny_case(), onnx_path=exporter_refusing).onnx_path)
 
 
 @pytest.mark.parametrize("name", ["../../escaped", "team/det"])
