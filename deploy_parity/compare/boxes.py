@@ -155,13 +155,11 @@ def match_instances(ref: Instances, cand: Instances, min_iou: float = MATCH_MIN_
     else:
         pairs = _greedy_pairs(similarity, eligible, rows_used, cols_used)
     pairs.sort()
-    matched_rows = np.array([r for r, _ in pairs], dtype=np.intp)
-    matched_cols = np.array([c for _, c in pairs], dtype=np.intp)
     return Matching(
         pairs=pairs,
         iou=iou,
-        unmatched_ref=np.setdiff1d(np.arange(len(ref)), matched_rows).astype(np.intp),
-        unmatched_cand=np.setdiff1d(np.arange(len(cand)), matched_cols).astype(np.intp),
+        unmatched_ref=np.array([i for i in range(len(ref)) if i not in rows_used], dtype=np.intp),
+        unmatched_cand=np.array([j for j in range(len(cand)) if j not in cols_used], dtype=np.intp),
     )
 
 
