@@ -128,3 +128,26 @@ def test_module_outputs_held_by_plain_objects_are_seen_once():
     feed = {"images": batch.numpy()}
     assert _reads_the_feed([batch[0].numpy()], feed) and _reads_the_feed([batch.numpy()], feed)
     assert not _reads_the_feed([batch[0].numpy() + 1], feed) and not _reads_the_feed([], feed)
+
+
+@pytest.mark.slow  # exports torchvision's Keypoint R-CNN
+def test_a_conv_scaled_past_torchvisions_transform_is_named_not_the_transform(pool, tmp_path):
+    """The transform's output is compared (an ImageList), so it must agree when the break
+    lies later: a backbone conv scaled in a user's tv-keypoint-rcnn graph is named."""
+    case = REGISTRY.get("tv-keypoint-rcnn")
+    example = "h=128,w=160,batch=1,dtypes=float32,seed=3"
+    parsed = ParityExample.parse(example)
+    source = onnx_for(case, case.deploy_target(parsed.height, parsed.width, parsed.dtypes), pool.context)
+    model = onnx.load(str(source))
+    convs = [node for node in model.graph.node if node.op_type == "Conv" and "backbone" in node.name]
+    conv = convs[len(convs) // 2]
+    weights = next(init for init in model.graph.initializer if init.name == conv.input[1])
+    weights.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weights) * np.float32(1.05), weights.name))
+    edited = tmp_path / "users_keypoint_rcnn.onnx"
+    onnx.save(model, str(edited))
+
+    found = localise_case(pool, replace(case, name="users-kprcnn", onnx_path=edited), example)
+
+    assert found.stage == "export", found.describe()
+    assert found.layer["node"] == conv.name, found.describe()
+    assert "transform" not in found.layer["module"] and found.layer["inputs_agree"], found.describe()
