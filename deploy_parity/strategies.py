@@ -86,8 +86,18 @@ class ParityExample:
 
 
 def _side_steps(bounds: ShapeBounds):
+    """(lo, hi): the sides a dynamic artifact takes, in steps of multiple_of."""
     m = bounds.multiple_of
-    return math.ceil(bounds.min_side / m), bounds.max_side // m
+    lo, hi = math.ceil(bounds.min_side / m), bounds.max_side // m
+    if lo > hi:
+        raise HarnessError(f"no size in {bounds}")
+    return lo, hi
+
+
+def _width_steps(bounds: ShapeBounds, height: int, lo: int, hi: int):
+    """(lo, hi) of the width steps `height` allows: within the sides and max_aspect."""
+    m = bounds.multiple_of
+    return max(lo, math.ceil(height / bounds.max_aspect / m)), min(hi, math.floor(height * bounds.max_aspect / m))
 
 
 @st.composite
@@ -98,12 +108,8 @@ def image_sizes(draw, bounds: ShapeBounds):
         return bounds.fixed_height, bounds.fixed_width
     m = bounds.multiple_of
     lo, hi = _side_steps(bounds)
-    if lo > hi:
-        raise HarnessError(f"no size in {bounds}")
     height = m * draw(st.integers(lo, hi))
-    w_lo = max(lo, math.ceil(height / bounds.max_aspect / m))
-    w_hi = min(hi, math.floor(height * bounds.max_aspect / m))
-    width = m * draw(st.integers(w_lo, w_hi))
+    width = m * draw(st.integers(*_width_steps(bounds, height, lo, hi)))
     return height, width
 
 
@@ -127,10 +133,10 @@ def parity_examples(case, bounds: ShapeBounds, min_batch: int = 1):
     once per height), because Hypothesis validates every strategy object it is handed
     and a property draws hundreds of examples: a third of its cost per example."""
     m = bounds.multiple_of
-    lo, hi = _side_steps(bounds)
-    if bounds.fixed_height is None and lo > hi:
-        raise HarnessError(f"no size in {bounds}")
-    heights = st.integers(lo, hi)
+    fixed = bounds.fixed_height is not None
+    if not fixed:
+        lo, hi = _side_steps(bounds)
+        heights = st.integers(lo, hi)
     widths: dict = {}
     batches = batch_sizes(bounds, min_batch)
     dtype_choices = input_dtypes(case, bounds)
@@ -138,13 +144,12 @@ def parity_examples(case, bounds: ShapeBounds, min_batch: int = 1):
 
     @st.composite
     def examples(draw):
-        if bounds.fixed_height is not None:
+        if fixed:
             height, width = bounds.fixed_height, bounds.fixed_width
         else:
             height = m * draw(heights)
             if height not in widths:
-                widths[height] = st.integers(max(lo, math.ceil(height / bounds.max_aspect / m)),
-                                             min(hi, math.floor(height * bounds.max_aspect / m)))
+                widths[height] = st.integers(*_width_steps(bounds, height, lo, hi))
             width = m * draw(widths[height])
         batch = draw(batches)
         dtypes = draw(dtype_choices)

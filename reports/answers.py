@@ -36,6 +36,16 @@ def picture_key(record: dict) -> tuple:
             record["width"], record["batch"], tuple(record["dtypes"]), record["seed"])
 
 
+def pictured_records(records: list) -> dict:
+    """picture key -> index of the record its picture is drawn for: the first record of
+    that key with a picture verdict (a case Hypothesis replayed is pictured once)."""
+    first: dict = {}
+    for index, record in enumerate(records):
+        if record.get("verdict") in PICTURE_VERDICTS:
+            first.setdefault(picture_key(record), index)
+    return first
+
+
 def _flatten(value, arrays: dict) -> Optional[object]:
     """The layout of an answer (names -> array keys), its arrays added to `arrays`;
     None when it is not a dict of arrays or a list of those."""
@@ -104,12 +114,7 @@ class StoredAnswers(Mapping):
 
     def __init__(self, index_paths: list, run_uid: str, records: list):
         self._where: dict = {}
-        # The record a picture is drawn for: the first of its key with a picture verdict
-        # (reports.run_report._picture_order picks the same one).
-        first_index: dict = {}
-        for index, record in enumerate(records):
-            if record.get("verdict") in PICTURE_VERDICTS:
-                first_index.setdefault(picture_key(record), index)
+        first_index = pictured_records(records)
         for index_path in index_paths:
             index_path = Path(index_path)
             try:

@@ -202,7 +202,7 @@ def render_case(record: dict, case, backend, pool, path: Path, kept=None) -> Opt
         return f"no picture for the {record['check']} check"
     try:
         if kept is None:
-            kept = rerun(record, case, backend, pool() if callable(pool) else pool)
+            kept = rerun(record, case, backend, pool)
         answers = two_answers(record, case, backend.name, kept)
         draw(answers, case, picture_title(record, answers.sample), path)
     except Exception as error:  # noqa: BLE001 - a report must not die on one case it cannot redraw

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from reports.answers import PICTURE_VERDICTS, picture_key
+from reports.answers import PICTURE_VERDICTS, pictured_records
 from reports.history import HistoryStore, RunIdentity, utc_now, worst_by_group
 from reports.html import Picture, ReportPage, write_page, write_progress_page, write_status_page
 from reports.metrics import ERROR_METRICS, worst_errors
@@ -134,14 +134,7 @@ def _picture_order(records: list) -> list:
     """Indices of the records worth a picture, most telling first: failures before
     ambiguous cases, larger errors first; a case Hypothesis replayed (same size, batch,
     dtypes, seed) only once."""
-    seen, wanted = set(), []
-    for index, record in enumerate(records):
-        key = picture_key(record)
-        if record["verdict"] in PICTURE_VERDICTS and key not in seen:
-            seen.add(key)
-            wanted.append(index)
-
-    return sorted(wanted, key=lambda i: picture_priority(records[i], i))
+    return sorted(pictured_records(records).values(), key=lambda i: picture_priority(records[i], i))
 
 
 def picture_priority(record: dict, index: int) -> tuple:
@@ -152,7 +145,8 @@ def picture_priority(record: dict, index: int) -> tuple:
 
 
 def _pictures(records: list, directory: Path, cap: int, registry, backends: dict, make_pool: Callable,
-              kept_answers: Optional[dict] = None) -> tuple:
+              kept_answers) -> tuple:
+    """kept_answers: record index -> KeptAnswers (a dict, or reports.answers.StoredAnswers)."""
     wanted = _picture_order(records)
     for stale in (directory / "images").glob("case-*.png"):  # an earlier run's pictures
         stale.unlink()
@@ -165,7 +159,7 @@ def _pictures(records: list, directory: Path, cap: int, registry, backends: dict
         except Exception as error:  # noqa: BLE001 - a case the registry no longer knows
             pictures.append(Picture(index, None, f"no picture: {error}"))
             continue
-        kept = (kept_answers or {}).get(index)
+        kept = kept_answers.get(index)
         if kept is None and pool is None:  # nothing kept (beyond the bound, or not storable): run it again
             pool = make_pool()
         why_not = _render_case(record, case, backend, pool, directory / name, kept=kept)
@@ -256,7 +250,7 @@ def write_run_reports(*, directory: Path, records: list, identity: RunIdentity, 
         written.problems.append(f"{directory / 'run.json'}: {type(error).__name__}: {error}")
     if html:
         _write_html(written, directory, records, rows, run, history, picture_cap, registry, backends, make_pool,
-                    kept_answers or {})
+                    kept_answers if kept_answers is not None else {})
     if written.problems:
         _settle_failed(written, identity, outcome, directory, html, records)
     written.seconds = time.perf_counter() - start
@@ -299,14 +293,14 @@ def _settle_failed(written: WrittenReports, identity: RunIdentity, outcome: RunO
 
 
 def _write_html(written, directory, records, rows, run, history, picture_cap, registry, backends, make_pool,
-                kept_answers=None):
+                kept_answers):
     try:
         from reports.plots import error_histogram, trend_plot
 
         page = ReportPage(run=run, rows=rows, records=records, history=history, bench=_bench(directory),
                           overhead_bench=_bench(directory, "overhead.json"))
-        page.pictures, page.pictures_left_out, written.pictures_rerun = _pictures(records, directory, picture_cap, registry, backends,
-                                                          make_pool, kept_answers or {})
+        page.pictures, page.pictures_left_out, written.pictures_rerun = _pictures(
+            records, directory, picture_cap, registry, backends, make_pool, kept_answers)
         if error_histogram(records, directory / "images" / "errors.svg"):
             page.histogram = "images/errors.svg"
         if history.get("trend_points") and trend_plot(history["trend_points"], directory / "images" / "trend.svg"):
