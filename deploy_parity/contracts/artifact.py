@@ -197,6 +197,15 @@ def assert_input_contract(
     raise_for(backend, check_input_contract(case, target, artifact, examples, source))
 
 
+def checked_graph_inputs(backend: str, case: ModelCase, target: DeployTarget, onnx_path) -> dict:
+    """The graph's input TensorMeta, once it is shown to take what the case feeds at
+    `target` (raises as assert_input_contract). For the TensorRT backends: before a build
+    that can take minutes, and the profile is then derived from the same metas."""
+    graph = onnx_input_metas(onnx_path)
+    assert_input_contract(backend, case, target, graph, source=f"graph {Path(onnx_path).name}")
+    return graph
+
+
 def raise_for(backend: str, problems: List[ContractProblem]) -> None:
     if problems:
         # Dtype / name problems first: they make every shape question moot.

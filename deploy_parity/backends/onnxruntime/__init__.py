@@ -28,11 +28,9 @@ def _cuda_providers(case, target, context, onnx_path):
 def _trt_providers(case, target, context: RunnerContext, onnx_path):
     from deploy_parity.backends.onnxruntime.providers import CUDA_PROVIDER
     from deploy_parity.backends.tensorrt.profiles import derive_profile
-    from deploy_parity.contracts.artifact import assert_input_contract, onnx_input_metas
+    from deploy_parity.contracts.artifact import checked_graph_inputs
 
-    graph = onnx_input_metas(onnx_path)
-    # Before TensorRT spends minutes on a build: does the graph take what the case feeds?
-    assert_input_contract("onnxrt-trt", case, target, graph)
+    graph = checked_graph_inputs("onnxrt-trt", case, target, onnx_path)
     cache = context.cache_dir / "engines" / "onnxrt-trt"
     cache.mkdir(parents=True, exist_ok=True)
     options = {

@@ -41,15 +41,13 @@ def _factory(name: str, precision: str):
     def factory(case: ModelCase, target: DeployTarget, context: RunnerContext):
         from deploy_parity.backends.tensorrt.profiles import derive_profile
         from deploy_parity.backends.tensorrt.runner import TensorRTRunner, built_engine_source, user_engine_source
-        from deploy_parity.contracts.artifact import assert_input_contract, onnx_input_metas
+        from deploy_parity.contracts.artifact import checked_graph_inputs
 
         if case.engine_path is not None:
             source = user_engine_source(case.engine_path, precision)
         else:
             onnx_path = onnx_for(case, target, context)
-            graph = onnx_input_metas(onnx_path)
-            # Before spending minutes on a build: does the graph take what the case feeds?
-            assert_input_contract(name, case, target, graph)
+            graph = checked_graph_inputs(name, case, target, onnx_path)
             profile = derive_profile(case, target, graph_metas=graph)
             source = built_engine_source(onnx_path, precision, [profile], session_engine_cache(context))
         return TensorRTRunner(runner_name(case, name, target), source, case.output_names, metas_for_case(case, target),

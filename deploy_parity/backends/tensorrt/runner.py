@@ -36,7 +36,7 @@ from deploy_parity.contracts import TensorMeta
 from deploy_parity.errors import ArtifactError, BackendUnavailable, HarnessError
 from deploy_parity.backends.capabilities import POLYGRAPHY_MISSING, TENSORRT_MISSING
 from deploy_parity.backends.runner import Runner
-from deploy_parity.backends.tensorrt.build import BUILDER_FLAGS, BuildRecipe, engine_bytes_loader, installed_recipe  # noqa: F401
+from deploy_parity.backends.tensorrt.build import BuildRecipe, engine_bytes_loader, installed_recipe
 from deploy_parity.backends.tensorrt.engine_cache import EngineCache, EngineEnv, detect_env, engine_key, load_user_engine
 from deploy_parity.backends.tensorrt.profiles import EngineProfile, bounds_from_engine_metas, engine_tensor_meta, numpy_dtype_for_trt
 
