@@ -132,3 +132,22 @@ def test_the_report_shows_the_overhead_benchmark(tmp_path):
                              "polygraphy_seconds": 0.3, "harness_vs_polygraphy": 0.13}]}
     page = render(ReportPage(run={"status": "complete"}, rows=[], records=[], history={}, overhead_bench=overhead))
     assert "Harness overhead benchmark" in page and "300 / 300 / 977" in page and ">0.13<" in page
+
+
+def test_the_overhead_benchmarks_verdict_digest_tells_apart_changed_verdicts(tmp_path):
+    """--against compares runs by this digest: record order does not matter, a verdict does."""
+    from deploy_parity.benchmarks.overhead import verdict_digest
+
+    def record(seed, verdict):
+        return {"check": "parity", "model": "m", "backend": "onnxrt-cpu", "height": 64, "width": 96, "batch": 1,
+                "dtypes": ["float32"], "seed": seed, "verdict": verdict, "seconds": seed / 10}
+
+    def digest(name, records):
+        path = tmp_path / name
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        return verdict_digest(path)
+
+    same = digest("a.jsonl", [record(1, "pass"), record(2, "fail")])
+    assert same == digest("b.jsonl", [record(2, "fail"), record(1, "pass")])
+    assert same != digest("c.jsonl", [record(1, "pass"), record(2, "pass")])
+    assert verdict_digest(tmp_path / "missing.jsonl") is None

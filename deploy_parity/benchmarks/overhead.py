@@ -2,6 +2,7 @@
 
     python -m deploy_parity.benchmarks.overhead                       # default zoo, ci profile, 3 warm runs
     python -m deploy_parity.benchmarks.overhead --model tv-fcos --runs 2 --reports-dir reports/output
+    python -m deploy_parity.benchmarks.overhead --against 870d331     # before/after, runs interleaved
 
 Two measurements, written to <reports dir>/overhead.json (the HTML report shows the
 latest) and printed as tables:
@@ -10,7 +11,11 @@ latest) and printed as tables:
    cache (cold) and --runs times on the warm cache. Each run's own run.json gives the
    overhead ratio (process seconds per second inside backends), seconds per case by
    phase (render, activate, infer, compare, record, other) and reuse (feeds rendered vs
-   distinct, runner activations vs distinct artifacts).
+   distinct, runner activations vs distinct artifacts). With --against REV the runs
+   alternate between a git worktree of REV ("before") and this tree ("now"), each with
+   its own export cache, a cold pair then --runs warm pairs, so machine load hits both
+   sides alike; each run also gets a digest of every case's verdict (same digest: the
+   same cases and verdicts).
 2. Judging (P4): on the same feeds (the first --feeds examples of the ci profile's size
    range, batch 1) the reference and the candidate run once each; then the harness's
    comparators (matched instances: boxes, keypoints, masks) and Polygraphy's
@@ -25,28 +30,34 @@ A benchmark, never a test: nothing here is asserted.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_suite(models: list, reports_dir: Path, cache_dir: Path, profile: str, extra: list) -> dict:
-    """One pytest process over `models`; its run.json's figures plus the wall clock seen from outside."""
+def run_suite(models: list, reports_dir: Path, cache_dir: Path, profile: str, extra: list,
+              tree: Path = ROOT) -> dict:
+    """One pytest process over `models` in `tree` (this repository, or a worktree of
+    another commit); its run.json's figures plus the wall clock seen from outside."""
     command = [sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider", "--hypothesis-profile",
                profile, "--reports-dir", str(reports_dir), "--report-images", "0", *extra]
     if models:
         command += ["--model", ",".join(models)]
     env = {**os.environ, "PARITY_CACHE_DIR": str(cache_dir)}
+    if tree != ROOT:  # that tree's deploy_parity, not the one installed from this tree
+        env["PYTHONPATH"] = os.pathsep.join([str(tree), *filter(None, [env.get("PYTHONPATH")])])
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     run = json.loads((reports_dir / "run.json").read_text())
     overhead = run.get("overhead", {})
@@ -54,7 +65,39 @@ def run_suite(models: list, reports_dir: Path, cache_dir: Path, profile: str, ex
             "overhead_ratio": overhead.get("wall_per_backend_second"), "cases": run.get("cases"),
             "inference_seconds": overhead.get("inference_seconds"), "wall_seconds": overhead.get("wall_seconds"),
             "phases": overhead.get("phases"), "reuse": overhead.get("reuse"),
-            "verdicts": run.get("verdicts"), "command": " ".join(command[1:])}
+            "verdicts": run.get("verdicts"), "verdict_digest": verdict_digest(reports_dir / "results.jsonl"),
+            "command": " ".join(command[1:])}
+
+
+def verdict_digest(results: Path) -> Optional[str]:
+    """A short hash of every case (check, model, backend, size, batch, dtypes, seed) and its
+    verdict: two runs with the same digest checked the same cases and judged them alike."""
+    from reports.jsonl import read_jsonl
+
+    try:
+        records = read_jsonl(results)
+    except OSError:
+        return None
+    cases = sorted((r["check"], r["model"], r["backend"], r["height"], r["width"], r["batch"], tuple(r["dtypes"]),
+                    r["seed"], r["verdict"]) for r in records)
+    return hashlib.sha256(repr(cases).encode()).hexdigest()[:12]
+
+
+@contextlib.contextmanager
+def worktree_of(rev: str, where: Path):
+    """A detached git worktree of `rev` at `where`, removed afterwards."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+
+    if git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").returncode != 0:
+        raise SystemExit(f"--against {rev!r}: not a commit of {ROOT}")
+    added = git("worktree", "add", "--detach", "--force", str(where), rev)
+    if added.returncode != 0:
+        raise SystemExit(f"--against {rev!r}: git worktree add failed: {added.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        git("worktree", "remove", "--force", str(where))
 
 
 def judging_comparison(case_names: list, backend_name: str, feeds: int, cache_dir=None) -> list:
@@ -129,12 +172,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", action="append", default=[], metavar="NAME[,NAME]", help="default: the default run")
     parser.add_argument("--profile", default="ci", help="Hypothesis profile of the runs (default ci)")
     parser.add_argument("--runs", type=int, default=3, help="warm runs after the cold one")
-    parser.add_argument("--no-cold", action="store_true", help="skip the cold run (keeps the export cache)")
+    parser.add_argument("--no-cold", action="store_true",
+                        help="skip the cold run (keeps the export cache; not with --against)")
     parser.add_argument("--feeds", type=int, default=20, help="feeds per case for the judging comparison")
     parser.add_argument("--judging-backend", default="onnxrt-cpu")
     parser.add_argument("--reports-dir", default=os.environ.get("PARITY_REPORTS_DIR", str(ROOT / "reports" / "output")))
     parser.add_argument("--cache-dir", default=os.environ.get("PARITY_CACHE_DIR", str(ROOT / ".parity_cache")))
     parser.add_argument("--pytest-arg", action="append", default=[], help="passed to each pytest run")
+    parser.add_argument("--against", metavar="REV",
+                        help="alternate every run with the same run of git commit REV (before/after)")
     return parser.parse_args(argv)
 
 
@@ -147,14 +193,14 @@ def _phase_line(run: dict) -> str:
 
 def format_tables(result: dict) -> str:
     lines = ["| run | wall s | overhead ratio | cases | ms per case: render / activate / infer / compare / record / "
-             "other | feeds rendered / distinct / used | activations / artifacts |",
-             "|---|---|---|---|---|---|---|"] if result["runs"] else []
+             "other | feeds rendered / distinct / used | activations / artifacts | verdicts |",
+             "|---|---|---|---|---|---|---|---|"] if result["runs"] else []
     for run in result["runs"]:
         reuse = run.get("reuse") or {}
         lines.append(f"| {run['label']} | {run['outside_wall_seconds']} | {run['overhead_ratio']} | {run['cases']} | "
                      f"{_phase_line(run)} | {reuse.get('feeds_rendered')} / {reuse.get('feeds_distinct')} / "
                      f"{reuse.get('feeds_served')} | {reuse.get('runner_activations')} / "
-                     f"{reuse.get('distinct_artifacts')} |")
+                     f"{reuse.get('distinct_artifacts')} | {run.get('verdict_digest')} |")
     if result.get("judging"):
         lines += ["" if lines else None, "| model | backend | feeds | harness s | Polygraphy Comparator s | ratio | harness verdicts | "
                   "Polygraphy passed |", "|---|---|---|---|---|---|---|---|"]
@@ -172,17 +218,26 @@ def main(argv=None) -> int:
     reports.mkdir(parents=True, exist_ok=True)
     result = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "models": models or "default run",
               "profile": args.profile, "runs": []}
-    with tempfile.TemporaryDirectory(prefix="parity-overhead-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="parity-overhead-") as scratch, contextlib.ExitStack() as stack:
         scratch = Path(scratch)
-        plan = [] if args.no_cold else [("cold", scratch / "cold-cache")]
-        plan += [(f"warm {i + 1}", Path(args.cache_dir)) for i in range(args.runs)]
-        for label, cache in plan:
+        if args.against:
+            # Before and now alternate; each side fills its own cache in the cold pair.
+            before = stack.enter_context(worktree_of(args.against, scratch / "before-tree"))
+            result["against"] = args.against
+            sides = [(f"{args.against} ", before, scratch / "before-cache"), ("now ", ROOT, scratch / "now-cache")]
+        else:
+            sides = [("", ROOT, None)]
+        cold = not args.no_cold or args.against  # with --against the cold pair fills each side's cache
+        plan = [(f"{name}cold", tree, cache or scratch / "cold-cache") for name, tree, cache in sides] if cold else []
+        plan += [(f"{name}warm {i + 1}", tree, cache or Path(args.cache_dir))
+                 for i in range(args.runs) for name, tree, cache in sides]
+        for label, tree, cache in plan:
             print(f"[overhead] {label} run ...", flush=True)
-            run = run_suite(models, scratch / label.replace(" ", "-"), cache, args.profile, args.pytest_arg)
+            run = run_suite(models, scratch / label.replace(" ", "-"), cache, args.profile, args.pytest_arg, tree)
             run["label"] = label
             result["runs"].append(run)
-            print(f"[overhead] {label}: wall {run['outside_wall_seconds']} s, ratio {run['overhead_ratio']}", flush=True)
-        shutil.rmtree(scratch / "cold-cache", ignore_errors=True)
+            print(f"[overhead] {label}: wall {run['outside_wall_seconds']} s, ratio {run['overhead_ratio']}, "
+                  f"verdicts {run['verdict_digest']}", flush=True)
     print("[overhead] judging the same feeds with the harness and with Polygraphy's Comparator ...", flush=True)
     from deploy_parity.registry import build_registry
 
