@@ -210,6 +210,8 @@ class Judging:
         whether NMS suppressed it).
     keypoint_sigmas: OKS falloff per keypoint (None: COCO's for 17 keypoints).
     index_wise_keypoints: keypoints are paired by position, not through box matching.
+    keypoint_visibility_threshold: reference keypoints scoring below it are judged on
+        their score only, not their position (None: every keypoint is judged).
     tolerance_overrides: rows replacing fields of the tolerance table for this case,
         keyed like deploy_parity.compare.tolerances.TOLERANCES ((kind, backend,
         precision), "*" for any) or by kind alone, each a Tolerance with its reason:
@@ -221,6 +223,7 @@ class Judging:
     nms_iou_threshold: Optional[float] = None
     keypoint_sigmas: Optional[np.ndarray] = None
     index_wise_keypoints: bool = False
+    keypoint_visibility_threshold: Optional[float] = None
     tolerance_overrides: Mapping = field(default_factory=dict)
 
 

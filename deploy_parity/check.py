@@ -221,6 +221,14 @@ class comparing:
         self.pool.compare_seconds += time.perf_counter() - self.start
 
 
+def self_comparison(case, backend) -> str:
+    """What a parity check of torch-cpu compares when the case has no deploy builder."""
+    if backend.artifact == "torch" and case.deploy_is_reference:
+        return (f"self-comparison: {case.name} has no build_deploy, so {backend.name} runs a second build of the "
+                "reference itself; this checks the reference is deterministic and batch-consistent, not an export")
+    return ""
+
+
 def candidate_runner(pool, case, backend, example: ParityExample):
     return pool.get(case, backend, case.deploy_target(example.height, example.width, example.dtypes))
 
@@ -240,13 +248,16 @@ def check_parity(pool, case, backend, example: ParityExample) -> CaseResult:
     except UnsupportedShapeError as error:
         result = _refused("parity", case, backend, example, error, start)
     else:
-        reference = pool.reference(case).infer(feed)
+        reference = pool.answers(case, example).outputs
+        judge = pool.judge(case, backend)
+        noise = pool.noise(case, example, judge)
         with comparing(pool):
             comparisons = compare_case_outputs(
-                case, reference, candidate, backend=backend.name, precision=backend.precision,
+                case, reference, candidate, judge=judge, noise=noise,
                 image_size=(example.height, example.width), batch=example.batch,
             )
-        result = _keep(_result("parity", case, backend, example, comparisons, start), feed, reference, candidate)
+        result = _keep(_result("parity", case, backend, example, comparisons, start,
+                               message=self_comparison(case, backend)), feed, reference, candidate)
     result.accepted = accepted_shapes(runner)
     return result
 
@@ -284,6 +295,9 @@ def check_batch_consistency(pool, case, backend, example: ParityExample) -> Case
     except UnsupportedShapeError as error:
         return _refused("batch", case, backend, example, error, start)
     comparisons = []
+    judge = pool.judge(case, backend)
+    # The same noise model as parity: what the reference's own rounding does to these images.
+    noise = pool.noise(case, example, judge).limits_only()
     # Neither side is the reference here: messages name the image run alone and the same
     # image inside its batch.
     with side_names("run alone", "batched run"), comparing(pool):
@@ -291,7 +305,7 @@ def check_batch_consistency(pool, case, backend, example: ParityExample) -> Case
             # Compare sample `index` of the batch with the batch-of-one run of that image.
             batched_sample = {name: value[index : index + 1] for name, value in batched.items()}
             comparisons += compare_case_outputs(
-                case, single, batched_sample, backend=backend.name, precision=backend.precision,
+                case, single, batched_sample, judge=judge, noise=noise,
                 image_size=(example.height, example.width), batch=1, label=f"batch[{index}] vs alone",
             )
     return _keep(_result("batch", case, backend, example, comparisons, start), feed, singles, batched)

@@ -9,7 +9,22 @@ from deploy_parity.backends import Backend, RunnerContext, onnx_for, reference_r
 from deploy_parity.contracts.bounds import (ShapeBounds, case_bounds, intersect, onnx_graph_bounds, per_target_bounds,
                                   with_input_dtypes)
 from deploy_parity.case import DeployTarget, ModelCase
-from deploy_parity.inputs import FeedCache
+from deploy_parity.compare.judge import Judge
+from deploy_parity.compare.noise import SHADOW_PRECISION, NoiseFloor, Shadow, measure
+from deploy_parity.inputs import FeedCache, array_bytes
+
+
+class ReferenceAnswers:
+    """The reference's outputs for one example, run once and shared by every backend and
+    check, with the noise floor per (row precision, factor) measured against its shadow."""
+
+    def __init__(self, outputs: dict):
+        self.outputs = outputs
+        self.shadows: dict = {}  # shadow precision -> Shadow
+        self.noise: dict = {}  # (precision, factor) -> NoiseFloor
+
+    def nbytes(self) -> int:
+        return array_bytes(self.outputs) + sum(array_bytes(s.outputs or {}) for s in self.shadows.values())
 
 
 class RunnerPool:
@@ -25,6 +40,13 @@ class RunnerPool:
         self.capacity = capacity
         self._runners: OrderedDict = OrderedDict()
         self._references: dict = {}
+        self._shadows: dict = {}  # (case, shadow precision) -> activated runner, or why it cannot run
+        self._judges: dict = {}
+        self._answers: OrderedDict = OrderedDict()
+        self._answer_bytes = 0
+        self.max_answer_bytes = 128 << 20
+        self.reference_runs = 0  # reference inferences actually run (the rest were shared)
+        self.shadow_seconds = 0.0
         self.feeds = FeedCache()
         self.activations = 0  # runners activated (candidates and references)
         self.activate_seconds = 0.0  # building modules, loading sessions, exports and engines they wait for
@@ -42,6 +64,73 @@ class RunnerPool:
             self.activations += 1
             self._artifacts.add((case.name, "reference", None))
         return self._references[case.name]
+
+    def judge(self, case: ModelCase, backend: Backend) -> Judge:
+        """The one judge of (case, backend): every setting its comparisons use."""
+        key = (case.name, backend.name)
+        if key not in self._judges:
+            self._judges[key] = Judge.for_case(case, backend.name, backend.precision)
+        return self._judges[key]
+
+    def answers(self, case: ModelCase, example) -> ReferenceAnswers:
+        """The reference's outputs for `example`, computed once for every backend and check."""
+        key = (case.name, example.height, example.width, example.batch, example.seed, tuple(example.dtypes))
+        answers = self._answers.get(key)
+        if answers is not None:
+            self._answers.move_to_end(key)
+            return answers
+        answers = ReferenceAnswers(self.reference(case).infer(self.feed(case, example)))
+        self.reference_runs += 1
+        self._answers[key] = answers
+        self._answer_bytes += answers.nbytes()
+        while self._answer_bytes > self.max_answer_bytes and len(self._answers) > 1:
+            _, old = self._answers.popitem(last=False)
+            self._answer_bytes -= old.nbytes()
+        return answers
+
+    def noise(self, case: ModelCase, example, judge: Judge) -> NoiseFloor:
+        """The noise floor of `example` for the judge's precision: the reference against its
+        shadow (float64 for fp32 rows), run once per example and shared."""
+        answers = self.answers(case, example)
+        key = (judge.precision, judge.noise_factor)
+        if key not in answers.noise:
+            shadow_precision = SHADOW_PRECISION.get(judge.precision)
+            shadow = Shadow(None)
+            if shadow_precision is not None:
+                if shadow_precision not in answers.shadows:
+                    before = answers.nbytes()
+                    answers.shadows[shadow_precision] = self._shadow(case, example, shadow_precision)
+                    self._answer_bytes += answers.nbytes() - before
+                shadow = answers.shadows[shadow_precision]
+            keypoints = judge.row("keypoints").values if ("keypoints" in {o.kind for o in case.outputs}) else {}
+            answers.noise[key] = measure(case, answers.outputs, shadow, (example.height, example.width),
+                                         example.batch, judge.precision, judge.noise_factor,
+                                         peak_gap_floor=float(keypoints.get("peak_gap", 0.0)))
+        return answers.noise[key]
+
+    def _shadow(self, case: ModelCase, example, precision: str) -> Shadow:
+        """The reference's answer to the feed in `precision`, or why it cannot be had: a
+        module that cannot run in it (an op without a float64 kernel) keeps the table row."""
+        key = (case.name, precision)
+        start = time.perf_counter()
+        try:
+            if key not in self._shadows:
+                try:
+                    self._shadows[key] = reference_runner(case, precision).activate()
+                except Exception as error:  # noqa: BLE001 - recorded in every comparison of the case
+                    self._shadows[key] = f"the reference cannot be built in {precision}: {type(error).__name__}: " \
+                                         f"{str(error).splitlines()[0] if str(error) else ''}"
+            runner = self._shadows[key]
+            if isinstance(runner, str):
+                return Shadow(precision, None, runner)
+            try:
+                return Shadow(precision, runner.infer(self.feed(case, example)))
+            except Exception as error:  # noqa: BLE001 - as above
+                first = str(error).splitlines()[0] if str(error) else ""
+                return Shadow(precision, None, f"the reference cannot run in {precision}: {type(error).__name__}: "
+                                               f"{first}")
+        finally:
+            self.shadow_seconds += time.perf_counter() - start
 
     def get(self, case: ModelCase, backend: Backend, target: DeployTarget):
         key = (case.name, backend.name, target)
@@ -94,12 +183,16 @@ class RunnerPool:
         self._retired_calls += runner.inference_calls
         runner.deactivate()
 
+    def _all_runners(self) -> list:
+        shadows = [r for r in self._shadows.values() if not isinstance(r, str)]
+        return list(self._runners.values()) + list(self._references.values()) + shadows
+
     def inference_seconds(self) -> float:
-        runners = list(self._runners.values()) + list(self._references.values())
+        runners = self._all_runners()
         return self._retired_seconds + sum(r.inference_seconds for r in runners)
 
     def inference_calls(self) -> int:
-        runners = list(self._runners.values()) + list(self._references.values())
+        runners = self._all_runners()
         return self._retired_calls + sum(r.inference_calls for r in runners)
 
     def feed(self, case: ModelCase, example) -> dict:
@@ -110,10 +203,14 @@ class RunnerPool:
         """Reuse figures for the overhead report: feeds rendered vs distinct, activations vs artifacts."""
         return {**self.feeds.figures(), "runner_activations": self.activations,
                 "distinct_artifacts": len(self._artifacts), "activate_seconds": round(self.activate_seconds, 3),
-                "compare_seconds": round(self.compare_seconds, 3)}
+                "compare_seconds": round(self.compare_seconds, 3), "reference_runs": self.reference_runs,
+                "shadow_seconds": round(self.shadow_seconds, 3)}
 
     def close(self):
-        for runner in list(self._runners.values()) + list(self._references.values()):
+        for runner in self._all_runners():
             self._retire(runner)
         self._runners.clear()
         self._references.clear()
+        self._shadows.clear()
+        self._answers.clear()
+        self._answer_bytes = 0

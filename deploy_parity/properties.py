@@ -122,8 +122,14 @@ class PropertyRun:
 
         ex = result.example
 
+        judge = self.pool.judge(self.case, self.backend)
+        # The example's noise floor: a stage that differs by the model's own rounding agrees.
+        noise = self.pool.noise(self.case, ex, judge).limits_only()
+
         def agrees(left, right, backend, precision) -> bool:
-            comparisons = compare_case_outputs(self.case, left, right, backend=backend, precision=precision,
+            same = (backend, precision) == (judge.backend, judge.precision)
+            comparisons = compare_case_outputs(self.case, left, right, judge=judge if same else None,
+                                               backend=backend, precision=precision, noise=noise if same else None,
                                                image_size=(ex.height, ex.width), batch=ex.batch)
             return combine(c.verdict for c in comparisons) not in (Verdict.FAIL, Verdict.ERROR)
 

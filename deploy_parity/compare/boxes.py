@@ -23,7 +23,7 @@ import numpy as np
 
 from .instances import Instances
 from .tolerances import ResolvedTolerance
-from .verdict import Comparison, Verdict, side_name
+from .verdict import Comparison, Verdict, beyond, side_name
 
 # Pairs overlapping less than this are not the same object. Deliberately far below any
 # tolerance's min_iou: a badly shifted box should be reported as "IoU 0.6 < 0.99", not
@@ -402,11 +402,11 @@ def _judge_pairs(ref, cand, pairs, tol, boundary_distance, margin) -> tuple[list
         if broken == "label":
             lead = f"label {int(ref.labels[r])} became {int(cand.labels[c])}"
         elif broken == "IoU":
-            lead = f"IoU {iou:.4f} < {iou_limit[p]:.4g}"
+            lead = f"IoU {iou:.4f} < {iou_limit[p]:.4g}{tol.explain('corner_px', ' px')}"
         elif broken == "corner error":
-            lead = f"corner error {corner:.3g} px > {corner_limit:g} px"
+            lead = f"corner error {beyond(corner, corner_limit, ' px')}{tol.explain('corner_px', ' px')}"
         else:
-            lead = f"score difference {score:.3g} > {allowed_score[p]:.3g}"
+            lead = f"score difference {beyond(score, allowed_score[p])}{tol.explain('score_abs')}"
         record = {
             "ref_index": r,
             "cand_index": c,

@@ -78,80 +78,78 @@ def unread_outputs(case, read: set) -> list:
     return [spec for spec in case.outputs if spec.kind != "raw" and spec.name not in read]
 
 
-def read_by_to_instances(case, batches, image_size, batch: int) -> set:
-    """Names of the outputs `case.to_instances` reads, over every sample of every batch of outputs."""
-    read: set = set()
-    for outputs in batches:
-        for index in range(batch):
-            tracked = ReadTracking(outputs)
-            case.to_instances(tracked, index, image_size)
-            read |= tracked.read
-    return read
+def read_by_to_instances(case, outputs, image_size, batch: int) -> set:
+    """Names of the outputs `case.to_instances` reads from `outputs`, over every sample."""
+    tracked = ReadTracking(outputs)
+    for index in range(batch):
+        case.to_instances(tracked, index, image_size)
+    return tracked.read
 
 
 def check_outputs_compared(case, ref: dict, cand: dict, image_size, batch: int) -> None:
     """Raise UnreadOutputError naming every declared output that nothing compares.
 
-    The suites' coverage test runs it on one reference and one candidate inference
-    before any property; compare_case_outputs runs it the first time it sees a case."""
-    unread = unread_outputs(case, read_by_to_instances(case, (ref, cand), image_size, batch))
+    Only the candidate's reads count: an output read from the reference alone (a value
+    used to decide ties, say) is never checked against anything. The suites' coverage
+    test runs this on one inference before any property; compare_case_outputs runs it
+    the first time a judge compares a case."""
+    unread = unread_outputs(case, read_by_to_instances(case, cand, image_size, batch))
     if unread:
         raise UnreadOutputError(case.name, unread)
 
 
-# id(case) -> case, for the cases whose to_instances was seen reading every output.
-_READ_CHECKED: dict = {}
-
-
-def compare_case_outputs(case, ref: dict, cand: dict, *, backend: str, precision: str, image_size, batch: int,
-                         label: str = "") -> list:
+def compare_case_outputs(case, ref: dict, cand: dict, *, image_size, batch: int, judge=None, backend: str = None,
+                         precision: str = None, label: str = "", noise=None) -> list:
     """Every comparison for one example: output presence, then structured per-sample
     comparison (boxes, keypoints, masks) via the case's `to_instances`, then any raw outputs.
 
-    The first time a case is compared, its to_instances gets outputs that track which
-    of them it reads: a declared output that nothing compares is an UnreadOutputError."""
+    judge: the case's Judge for this backend (built from backend= and precision= when
+    not given). noise: the example's NoiseFloor (deploy_parity/compare/noise.py): every
+    limit becomes max(row, factor x noise), and for the float32 rows the shadow's own
+    instances are the knife-edge evidence. The first time a judge compares, the case's
+    to_instances gets outputs that track which of them it reads: a declared output the
+    candidate's reading never touches is an UnreadOutputError."""
+    from deploy_parity.compare.judge import Judge
     from deploy_parity.compare.structured import compare_instances
 
+    if judge is None:
+        judge = Judge.for_case(case, backend, precision)
     comparisons = []
     for name in case.output_names:
         if name not in cand:
             comparisons.append(Comparison("tensor", name, Verdict.FAIL, message=f"{name}: missing from candidate outputs"))
     if comparisons:
         return comparisons
-    tracking = _READ_CHECKED.get(id(case)) is not case
+    tracking = not judge.outputs_checked
     if tracking:
-        ref, cand = ReadTracking(ref), ReadTracking(cand)
+        cand = ReadTracking(cand)
     prefix = f"{label} " if label else ""
+    # Only a shadow more exact than the reference (float64 for fp32) can say the
+    # reference is the odd one out.
+    shadows = noise.instances if noise is not None and noise.instances and noise.precision == "fp32" else None
     # Signed errors of every matched point of the example, for one systematic-shift check.
     deltas = PointDeltas()
     for index in range(batch):
         comparisons += compare_instances(
             case.to_instances(ref, index, image_size),
             case.to_instances(cand, index, image_size),
-            backend=backend,
-            precision=precision,
-            model=case.name,
-            overrides=case.tolerance_overrides,
-            score_threshold=case.score_threshold,
-            topk=case.topk,
-            sigmas=case.keypoint_sigmas,
-            index_wise_keypoints=case.index_wise_keypoints,
+            judge,
             label=f"{prefix}sample {index}",
             deltas=deltas,
-            nms_iou_threshold=case.nms_iou_threshold,
+            noise=noise,
+            shadow=shadows[index] if shadows else None,
         )
-    shift = compare_systematic_shift(deltas, backend=backend, precision=precision, model=case.name,
-                                     overrides=case.tolerance_overrides, output=f"{prefix}all samples / shift")
+    shift = compare_systematic_shift(deltas, judge.row("shift"), output=f"{prefix}all samples / shift")
     if shift is not None:
         comparisons.append(shift)
     if tracking:
-        unread = unread_outputs(case, ref.read | cand.read)
+        unread = unread_outputs(case, cand.read)
         if unread:
             raise UnreadOutputError(case.name, unread)
-        _READ_CHECKED[id(case)] = case
+        judge.outputs_checked = True
     for spec in case.outputs:
         if spec.kind == "raw":
-            tol = lookup("tensor", backend, precision, case.tolerance_overrides, case.name)
+            tol = judge.tolerance("tensor", noise, spec.name)
             comparisons.append(compare_tensors(ref[spec.name], cand[spec.name], tol, f"{prefix}{spec.name}"))
     return comparisons
 

@@ -15,7 +15,7 @@ import numpy as np
 from .boxes import Matching, box_area, first_nonfinite, score_limit
 from .instances import Instances
 from .tolerances import ResolvedTolerance
-from .verdict import Comparison, Verdict, side_name
+from .verdict import Comparison, Verdict, beyond, side_name
 
 # COCO's 17 person keypoints, in COCO's order (the order COCO-trained heads emit, and
 # the one the zoo's scene skeleton follows).
@@ -165,6 +165,15 @@ def compare_keypoints(
         gap = np.full(distance.shape, np.inf)
         tie = np.zeros(distance.shape, dtype=bool)
 
+    # The candidate's own peak gaps are compared too (they are an output of the model, read
+    # from both sides): like keypoint scores, differences of heatmap logits.
+    if ref.keypoint_peak_gap is not None and cand.keypoint_peak_gap is not None:
+        cand_gap = np.asarray(cand.keypoint_peak_gap, dtype=np.float64)[cand_idx]
+        gap_abs = np.abs(cand_gap - gap)
+        gap_bad = np.isfinite(gap) & (gap_abs > score_limit(tol, gap))
+    else:
+        gap_abs = np.zeros(distance.shape)
+        gap_bad = np.zeros(distance.shape, dtype=bool)
     if deltas is not None:
         deltas.add_keypoints(ref, cand, ref_idx, cand_idx, tol, judged=visible & ~tie)
     pixel_limit = float(tol["pixel"])
@@ -201,8 +210,8 @@ def compare_keypoints(
         mostly = "x" if dx >= dy else "y"
         other = "" if i_ref == i_cand else f" ({side_name('candidate')} instance {i_cand})"
         return (
-            f"instance {i_ref} keypoint {j} ({names[j]}): {distance[p, j]:.1f} px "
-            f"(x {dx:.1f}, y {dy:.1f}){limit}, mostly in {mostly}{other}"
+            f"instance {i_ref} keypoint {j} ({names[j]}): {distance[p, j]:.3g} px "
+            f"(x {dx:.3g}, y {dy:.3g}){limit}, mostly in {mostly}{other}"
         )
 
     def keypoint_record(p, j):
@@ -235,12 +244,21 @@ def compare_keypoints(
     if hard_far.any():
         p, j = worst_of(hard_far, distance)
         oks_text = f"OKS {oks[p]:.4f}" if oks_judged[p] else "OKS not judged (zero-area box)"
-        failures.append(f"{keypoint_text(p, j, f' > {pixel_limit:g} px')}; {oks_text}")
+        limit = beyond(distance[p, j], pixel_limit, " px").split(" > ")[1]
+        failures.append(f"{keypoint_text(p, j, f' > {limit}')}{tol.explain('pixel', ' px')}; {oks_text}")
     if score_bad.any():
         p, j = worst_of(score_bad, score_abs)
         failures.append(
             f"instance {int(ref_idx[p])} keypoint {j} ({names[j]}): score {r[p, j, 2]:.4f} "
-            f"became {c[p, j, 2]:.4f}, difference {score_abs[p, j]:.3g} > {allowed_score[p, j]:.3g}"
+            f"became {c[p, j, 2]:.4f}, difference {beyond(score_abs[p, j], allowed_score[p, j])}"
+            f"{tol.explain('score_abs')}"
+        )
+    if gap_bad.any():
+        p, j = worst_of(gap_bad, gap_abs)
+        failures.append(
+            f"instance {int(ref_idx[p])} keypoint {j} ({names[j]}): its best heatmap peak beats the second by "
+            f"{gap[p, j]:.4g} in the {side_name('reference')}, {cand_gap[p, j]:.4g} in the {side_name('candidate')}: "
+            f"difference {beyond(gap_abs[p, j], score_limit(tol, gap[p, j]))}{tol.explain('score_abs')}"
         )
     # An OKS drop caused by a keypoint already reported would only repeat it.
     oks_news = oks_low_not_ties & ~hard_far.any(axis=1)
@@ -257,7 +275,8 @@ def compare_keypoints(
         evidence = {"keypoints": records(hard_far | score_bad), "ties": records(tie_breaks)}
         counts = (
             f"In all: {int(hard_far.sum())} keypoint(s) beyond {pixel_limit:g} px, "
-            f"{int(score_bad.sum())} score(s) off, {int(oks_low_not_ties.sum())} instance(s) "
+            f"{int(score_bad.sum())} score(s) off, {int(gap_bad.sum())} peak gap(s) off, "
+            f"{int(oks_low_not_ties.sum())} instance(s) "
             f"with low OKS, {int(tie_breaks.sum())} tie(s)"
         )
         return result(Verdict.FAIL, metrics, "; ".join(failures) + ". " + counts, evidence)

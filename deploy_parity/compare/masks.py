@@ -248,7 +248,8 @@ def compare_masks(
         if broken.startswith("soft"):
             diff = np.abs(_as_float(ref_masks[ref_idx[worst]]) - _as_float(cand_masks[cand_idx[worst]]))
             y, x = np.unravel_index(int(np.argmax(diff)), diff.shape)
-            where = f" at pixel (y {y}, x {x})"
+            where = (f" at pixel (y {y}, x {x}): {beyond(soft_abs[worst], soft_limit)}"
+                     f"{tol.explain('soft_abs')}")
         return result(
             Verdict.FAIL,
             metrics,

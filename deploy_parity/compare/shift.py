@@ -17,7 +17,7 @@ import numpy as np
 
 from .boxes import Matching
 from .instances import Instances
-from .tolerances import ResolvedTolerance, lookup
+from .tolerances import ResolvedTolerance
 from .verdict import Comparison, Verdict, side_name
 
 # Fewer points than this in an axis say nothing about a mean.
@@ -33,8 +33,9 @@ class PointDeltas:
     y: list = field(default_factory=list)
     floors: dict = field(default_factory=dict)  # kind -> shift_px
     sources: dict = field(default_factory=dict)  # kind -> number of points (x)
+    notes: dict = field(default_factory=dict)  # kind -> why its floor is what it is (noise floor)
 
-    def add(self, kind: str, dx, dy, floor: float) -> None:
+    def add(self, kind: str, dx, dy, floor: float, note: str = "") -> None:
         dx = np.asarray(dx, dtype=np.float64).reshape(-1)
         dy = np.asarray(dy, dtype=np.float64).reshape(-1)
         finite = np.isfinite(dx) & np.isfinite(dy)  # non-finite points already fail elsewhere
@@ -43,6 +44,7 @@ class PointDeltas:
         self.x.append(dx[finite])
         self.y.append(dy[finite])
         self.floors[kind] = float(floor)
+        self.notes[kind] = note
         self.sources[kind] = self.sources.get(kind, 0) + int(finite.sum())
 
     def add_boxes(self, ref: Instances, cand: Instances, matching: Matching, tol: ResolvedTolerance) -> None:
@@ -50,7 +52,7 @@ class PointDeltas:
         if len(r) == 0 or "shift_px" not in tol.values:
             return
         delta = cand.boxes[c] - ref.boxes[r]  # x1 y1 x2 y2
-        self.add("box corners", delta[:, [0, 2]], delta[:, [1, 3]], tol["shift_px"])
+        self.add("box corners", delta[:, [0, 2]], delta[:, [1, 3]], tol["shift_px"], tol.explain("shift_px", " px"))
 
     def add_keypoints(self, ref: Instances, cand: Instances, ref_idx, cand_idx, tol: ResolvedTolerance,
                       judged=None) -> None:
@@ -60,16 +62,19 @@ class PointDeltas:
             np.asarray(ref.keypoints, dtype=np.float64)[ref_idx, :, :2]
         if judged is not None:
             delta = delta[judged]
-        self.add("keypoints", delta[..., 0], delta[..., 1], tol["shift_px"])
+        self.add("keypoints", delta[..., 0], delta[..., 1], tol["shift_px"], tol.explain("shift_px", " px"))
 
 
-def compare_systematic_shift(deltas: PointDeltas, *, backend: str, precision: str, model: str = "",
-                             overrides=None, output: str = "shift") -> Optional[Comparison]:
-    """One comparison for the whole example; None when no point was matched."""
+def compare_systematic_shift(deltas: PointDeltas, tol: ResolvedTolerance, output: str = "shift") -> Optional[Comparison]:
+    """One comparison for the whole example; None when no point was matched.
+
+    tol: the "shift" row (its z); the floor is the smallest shift_px of the rows the
+    points came from, which the noise floor may have widened."""
     if not deltas.x:
         return None
-    tol = lookup("shift", backend, precision, overrides, model)
-    floor = min(deltas.floors.values())
+    floor_kind = min(deltas.floors, key=deltas.floors.get)
+    floor = deltas.floors[floor_kind]
+    why_floor = deltas.notes.get(floor_kind, "")
     z = float(tol["z"])
     values = {**dict(tol.values), "shift_px": floor}
     points = ", ".join(f"{n} {kind}" for kind, n in deltas.sources.items())
@@ -87,7 +92,7 @@ def compare_systematic_shift(deltas: PointDeltas, *, backend: str, precision: st
             findings.append(
                 f"systematic shift {mean:+.2f} px in {axis} over {n} points (mean of {side_name('candidate')} - {side_name('reference')}; "
                 f"spread {spread:.2g} px, so {abs(mean) / max(standard_error, 1e-300):.3g} standard errors; "
-                f"floor {floor:g} px)"
+                f"floor {floor:.3g} px{why_floor})"
             )
     result = Comparison(kind="shift", output=output, verdict=Verdict.PASS, metrics=metrics,
                         tolerance=values, tolerance_source=f"{tol.source}; shift_px from the boxes/keypoints rows")

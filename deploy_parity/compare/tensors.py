@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from deploy_parity.compare.tolerances import ResolvedTolerance
-from deploy_parity.compare.verdict import Comparison, Verdict, side_name
+from deploy_parity.compare.verdict import Comparison, Verdict, noise_record, side_name
 
 
 def compare_tensors(ref: np.ndarray, cand: np.ndarray, tol: ResolvedTolerance, output: str, kind: str = "tensor") -> Comparison:
     """Elementwise |cand - ref| <= atol + rtol*|ref|, in order: shape, dtype kind, NaN, values."""
-    base = dict(kind=kind, output=output, tolerance=dict(tol.values), tolerance_source=tol.source)
+    base = dict(kind=kind, output=output, tolerance=dict(tol.values), tolerance_source=tol.source,
+                noise=noise_record(tol))
     ref = np.asarray(ref)
     cand = np.asarray(cand)
     ref_name, cand_name = side_name("reference"), side_name("candidate")
@@ -55,6 +56,7 @@ def compare_tensors(ref: np.ndarray, cand: np.ndarray, tol: ResolvedTolerance, o
     message = (
         f"{output}: {out.sum()} of {out.size} elements out of tolerance; worst at {tuple(int(i) for i in worst)}: "
         f"{ref_name} {a[worst]:.6g}, {cand_name} {b[worst]:.6g} (|diff| {abs_err[worst]:.3g}, "
-        f"max abs {metrics['max_abs']:.3g}, max rel {metrics['max_rel']:.3g})"
+        f"max abs {metrics['max_abs']:.3g}, max rel {metrics['max_rel']:.3g}; limit atol {tol['atol']:.3g} + rtol "
+        f"{tol['rtol']:.3g} x |{ref_name}|{tol.explain('atol')})"
     )
     return Comparison(verdict=Verdict.FAIL if failed else Verdict.PASS, metrics=metrics, message=message, **base)

@@ -37,7 +37,7 @@ Kinds and their fields:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Optional
 
 
@@ -55,12 +55,37 @@ class ResolvedTolerance:
     values: Mapping[str, float]
     reason: str
     source: str  # "table[(kind, backend, precision)]" or "override by model <name>"
+    # What the model's own rounding did to the limits (deploy_parity/compare/noise.py):
+    # field -> {"noise", "factor", "floor", "limit", "how"} for every field a measured
+    # noise floor applied to; `noise_note` says how it was measured, or why it was not.
+    noise: Mapping[str, Mapping] = field(default_factory=dict)
+    noise_note: str = ""
 
     def __getitem__(self, key: str) -> float:
         return self.values[key]
 
+    def with_noise(self, values: Mapping[str, float], noise: Mapping[str, Mapping], note: str) -> "ResolvedTolerance":
+        return replace(self, values=dict(values), noise=dict(noise), noise_note=note)
+
+    def explain(self, name: str, unit: str = "") -> str:
+        """Why the limit of field `name` is what it is, for a failure message: the model's
+        own rounding of that quantity, the factor and the limit it gives, or the table row
+        when the noise floor was not measured. "" when the tolerance says nothing more."""
+        entry = self.noise.get(name)
+        if entry is None:
+            return f" ({self.noise_note})" if self.noise_note else ""
+        scaled = entry["factor"] * entry["noise"]
+        which = (f"{entry['factor']:g} x" if scaled >= entry["floor"]
+                 else f"the table's floor; {entry['factor']:g} x would be {scaled:.2g}{unit}")
+        return (f" (this model's {entry['rounding']} moves it {entry['noise']:.2g}{unit} ({entry['how']}); "
+                f"limit {entry['limit']:.3g}{unit}: {which})")
+
     def as_record(self) -> dict:
-        return {"values": dict(self.values), "reason": self.reason, "source": self.source}
+        record = {"values": dict(self.values), "reason": self.reason, "source": self.source}
+        if self.noise or self.noise_note:
+            record["noise"] = {name: dict(entry) for name, entry in self.noise.items()}
+            record["noise_note"] = self.noise_note
+        return record
 
 
 ANY = "*"
@@ -101,6 +126,19 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
         "245 in YOLOv8-seg, whose fp32 rounding moves sigmoid by up to 2e-3 (measured; zoo "
         "7.1e-6): 2x that. Pixels within soft_abs of the threshold are excused; the IoU and "
         "boundary limits are for masks delivered binary, where no soft value excuses a flip",
+    ),
+    # The noise floor (deploy_parity/compare/noise.py): every boxes / keypoints / masks /
+    # tensor limit above is max(the row's value, factor x this model's own rounding of that
+    # quantity on the example at hand), measured against a shadow of the reference.
+    ("noise", ANY, "fp32"): Tolerance(
+        {"factor": 20.0},
+        "NOISE_FP32_REASON",
+    ),
+    ("noise", ANY, ANY): Tolerance(
+        {"factor": 10.0},
+        "the reduced precisions' shadow is the reference itself run in that precision on the CPU (fp16 weights "
+        "and activations, fp32 accumulation; autocast's per-op choice): a GPU engine may accumulate in fp16 too, "
+        "about 10x the error of fp32 accumulation (the fp16 rows' own reasoning). Not yet measured on a GPU",
     ),
     ("shift", ANY, ANY): Tolerance(
         {"z": 6.0},

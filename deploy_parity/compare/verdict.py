@@ -80,6 +80,23 @@ def combine(verdicts) -> Verdict:
     return worst
 
 
+def beyond(value: float, limit: float, unit: str = "") -> str:
+    """"value > limit" with enough significant digits that the two printed numbers differ
+    (0.0104 > 0.01, never 0.0 > 0.01)."""
+    for digits in range(3, 10):
+        a, b = f"{value:.{digits}g}", f"{limit:.{digits}g}"
+        if a != b:
+            break
+    return f"{a}{unit} > {b}{unit}"
+
+
+def noise_record(tol) -> dict:
+    """The noise floor a ResolvedTolerance was widened by, as a Comparison records it."""
+    noise = {name: dict(entry) for name, entry in getattr(tol, "noise", {}).items()}
+    note = getattr(tol, "noise_note", "")
+    return {**noise, "note": note} if (noise or note) else {}
+
+
 @dataclass
 class Comparison:
     """The judgement of one output (or one structured view: boxes, keypoints, masks)."""
@@ -92,12 +109,16 @@ class Comparison:
     tolerance: dict[str, Any] = field(default_factory=dict)
     tolerance_source: str = ""
     evidence: dict[str, Any] = field(default_factory=dict)
+    # The model's own rounding behind the limits (ResolvedTolerance.noise): field ->
+    # {noise, factor, floor, limit, how}, and "note": how it was measured or why not.
+    noise: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def judged(cls, kind, output, tol, verdict, metrics, message, evidence=None) -> "Comparison":
         """A comparison judged against a ResolvedTolerance, which it records with its source."""
         return cls(kind=kind, output=output, verdict=verdict, metrics=metrics, message=message,
-                   tolerance=dict(tol.values), tolerance_source=tol.source, evidence=evidence or {})
+                   tolerance=dict(tol.values), tolerance_source=tol.source, evidence=evidence or {},
+                   noise=noise_record(tol))
 
     @property
     def failed(self) -> bool:
@@ -126,4 +147,5 @@ class Comparison:
             "tolerance": clean(self.tolerance),
             "tolerance_source": self.tolerance_source,
             "evidence": clean(self.evidence),
+            **({"noise": clean(self.noise)} if self.noise else {}),
         }

@@ -48,12 +48,18 @@ for _name, _device, _precision, _description in TABLE:
                              gpu=_device == "cuda", artifact="torch"))
 
 
-def reference_runner(case: ModelCase):
-    """The reference: the eager PyTorch model on CPU in fp32, taking every declared dtype."""
+def reference_runner(case: ModelCase, precision: str = "fp32"):
+    """The reference: the eager PyTorch model on CPU in fp32, taking every declared dtype.
+
+    precision "fp64" (or "fp16", "autocast") gives the reference's shadow, the same model
+    on the same feed in that precision, which measures its own rounding
+    (deploy_parity/compare/noise.py)."""
     from deploy_parity.backends.pytorch.runner import TorchRunner
 
     metas = metas_for_case(case, DeployTarget(None, None, case.default_dtypes()))
     # The eager model takes every dtype the case declares, at any accepted size.
     metas = {spec.name: TensorMeta(spec.name, tuple(spec.dtypes), metas[spec.name].shape) for spec in case.inputs}
-    return TorchRunner(f"{case.name}/reference", case.build_reference, metas, case.output_names, backend="reference",
+    name = f"{case.name}/reference" + ("" if precision == "fp32" else f"-{precision}-shadow")
+    return TorchRunner(name, case.build_reference, metas, case.output_names,
+                       backend="reference" if precision == "fp32" else "reference-shadow", precision=precision,
                        named_outputs=case.named_outputs)

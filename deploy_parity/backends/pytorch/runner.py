@@ -11,6 +11,9 @@ the caller's; the backend table in __init__.py states it once):
             check refuses a float16 feed, so a caller cannot pre-cast and hide it.
   autocast  float32 module and inputs under torch.autocast(float16): PyTorch picks
             per op (convs/matmuls in fp16, reductions/exp in fp32).
+  fp64      module.double(), floating-point inputs cast to float64, float64 the default
+            dtype while it runs: the reference's float64 shadow (deploy_parity/compare/
+            noise.py), never a backend under test.
 The fp16 and autocast modes run on device "cpu" too: that tells whether a model is
 half-safe before a GPU exists (CPU half kernels say nothing about CUDA numerics).
 
@@ -40,7 +43,7 @@ from deploy_parity.errors import BackendUnavailable, HarnessError
 from deploy_parity.backends.capabilities import CPU_ONLY_TORCH, NO_CUDA
 from deploy_parity.backends.runner import Runner
 
-PRECISIONS = ("fp32", "fp16", "autocast")
+PRECISIONS = ("fp32", "fp16", "autocast", "fp64")
 
 
 
@@ -154,7 +157,7 @@ class TorchRunner(Runner):
                 why += f"; {CPU_ONLY_TORCH}"
             raise BackendUnavailable(why)
         module = self._build_module().eval().to(self.device)
-        self.module = module.half() if self.precision == "fp16" else module
+        self.module = module.half() if self.precision == "fp16" else module.double() if self.precision == "fp64" else module
         # Half outputs widen to float32 on CUDA and in the half modes (exact; the comparators
         # then read one dtype). On CPU in fp32 (torch-cpu, the reference) only bfloat16 does,
         # which numpy lacks: a float16 output there is what the module really produced.
@@ -176,6 +179,10 @@ class TorchRunner(Runner):
             stack.enter_context(ieee_fp32(torch))
         if self.precision == "autocast":
             stack.enter_context(torch.autocast(device_type=self.device.type, dtype=torch.float16))
+        if self.precision == "fp64":  # tensors the module makes itself (torch.zeros, ...) in float64 too
+            saved = torch.get_default_dtype()
+            torch.set_default_dtype(torch.float64)
+            stack.callback(torch.set_default_dtype, saved)
         return stack
 
     def infer_impl(self, feed):
@@ -188,6 +195,8 @@ class TorchRunner(Runner):
             tensor = torch.from_numpy(array).to(self.device)
             if self.precision == "fp16" and tensor.is_floating_point():
                 tensor = tensor.half()  # on the device: the precision under test
+            elif self.precision == "fp64" and tensor.is_floating_point():
+                tensor = tensor.double()
             args.append(tensor)
         self._synchronize()
         start = time.perf_counter()

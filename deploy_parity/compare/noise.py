@@ -1,0 +1,212 @@
+"""The noise floor: how much the model's own rounding moves each compared quantity, on
+the example at hand.
+
+A fixed limit cannot fit a 2-MB model and a ResNet-50 at once: a correct float32 export
+of a deep detector moves box corners by 0.02 px on rounding alone, where a tiny model
+moves them by 6e-5 px. So the reference is run a second time on the same feed in a
+*shadow* precision (float64 for the float32 rows: |ref32 - ref64| is the reference's
+own float32 rounding; the reduced precisions' own emulation on the CPU for the fp16 and
+autocast rows), and every comparison is judged against
+
+    limit = max(table floor, factor x noise floor)
+
+per quantity (box corners, box scores, keypoint positions and scores, soft masks, raw
+tensors, the systematic shift), the factor and the floor both in the one tolerance
+table (deploy_parity/compare/tolerances.py, kind "noise"). The noise floor of an example
+is the largest difference over all of its samples and matched instances: a single
+instance's rounding may by chance be tiny (the ratio of two rounding errors has a heavy
+tail), the worst over many is a stable measure of the model's scale.
+
+Where the shadow cannot run (an op without a float64 kernel, a module that makes its
+own float32 tensors), the table row applies alone and every record says so.
+
+Knife edges: pairs the shadow matches at an IoU below KNIFE_EDGE_IOU, and instances it
+does not match at all, are decisions the reference's rounding flipped (a proposal kept
+or dropped, an NMS or top-k cut), not noise: they never widen a limit. They serve as
+evidence instead (deploy_parity/compare/structured.py): a candidate that fails against
+the float32 reference but agrees with the float64 shadow where the two disagree is
+AMBIGUOUS, not FAIL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Mapping, Optional
+
+import numpy as np
+
+from .boxes import match_instances
+from .tolerances import ResolvedTolerance
+
+# The precision the reference is shadowed in, per row precision; None: no emulation on
+# the CPU (the table row applies alone).
+SHADOW_PRECISION = {"fp32": "fp64", "fp16": "fp16", "autocast": "autocast", "tf32": None}
+
+# What a row precision's rounding is called, and how the shadow measured it.
+ROUNDING = {"fp32": "float32 rounding", "fp16": "fp16 rounding", "autocast": "autocast (fp16) rounding",
+            "tf32": "TF32 rounding"}
+HOW = {"fp64": "float64 shadow", "fp16": "the reference in fp16 on the CPU",
+       "autocast": "the reference under autocast on the CPU"}
+NO_EMULATION = {"tf32": "no TF32 emulation on the CPU"}
+
+# Shadow pairs overlapping less than this are different decisions (a flipped proposal),
+# not the same box moved by rounding: they are knife-edge evidence, never noise.
+KNIFE_EDGE_IOU = 0.5
+
+# tolerance field <- the measured quantity that widens it, per kind.
+WIDENS: Mapping[str, Mapping[str, str]] = {
+    "boxes": {"corner_px": "corner_px", "score_abs": "score", "ambiguity_margin": "score", "shift_px": "shift_px"},
+    "keypoints": {"pixel": "pixel", "score_abs": "score", "peak_gap": "score", "shift_px": "shift_px"},
+    "masks": {"soft_abs": "soft"},
+}
+
+
+@dataclass
+class Shadow:
+    """The reference's answers to the same feed in the shadow precision, or why there are none."""
+
+    precision: Optional[str]
+    outputs: Optional[dict] = None
+    why_not: str = ""
+
+
+@dataclass
+class NoiseFloor:
+    """The measured noise of one example, and what it does to a tolerance row.
+
+    values: (kind, quantity) -> the largest |reference - shadow| over the example's
+    samples and shadow-matched instances; ("tensor", output name) for raw outputs.
+    instances: the shadow's Instances per sample (knife-edge evidence), or None.
+    """
+
+    precision: str
+    factor: float
+    how: str = ""
+    values: dict = field(default_factory=dict)
+    instances: Optional[list] = None
+    why_not: str = ""
+
+    @property
+    def measured(self) -> bool:
+        return not self.why_not
+
+    @property
+    def rounding(self) -> str:
+        return ROUNDING.get(self.precision, f"{self.precision} rounding")
+
+    def limits_only(self) -> "NoiseFloor":
+        """The same limits without the knife-edge evidence: for checks whose two sides are
+        both the candidate (batch consistency), where the shadow has no side to take."""
+        return replace(self, instances=None)
+
+    def widen(self, tol: ResolvedTolerance, output: Optional[str] = None) -> ResolvedTolerance:
+        """`tol` with each noise-tracked field at max(floor, factor x noise); `output`
+        names a raw tensor output (kind "tensor", whose atol follows its own noise)."""
+        if not self.measured:
+            return tol.with_noise(tol.values, {}, f"table row only: {self.why_not}")
+        fields = {"atol": ("tensor", output)} if tol.kind in ("tensor",) and output else {
+            name: (tol.kind if quantity != "shift_px" else "shift", quantity)
+            for name, quantity in WIDENS.get(tol.kind, {}).items()}
+        values, noise = dict(tol.values), {}
+        for name, key in fields.items():
+            if name not in values or key not in self.values:
+                continue
+            measured = float(self.values[key])
+            limit = max(float(values[name]), self.factor * measured)
+            noise[name] = {"noise": measured, "factor": self.factor, "floor": float(values[name]), "limit": limit,
+                           "how": self.how, "rounding": self.rounding}
+            values[name] = limit
+        return tol.with_noise(values, noise, f"limits = max(table floor, {self.factor:g} x {self.how})")
+
+
+def unmeasured(precision: str, factor: float, why: str) -> NoiseFloor:
+    return NoiseFloor(precision, factor, why_not=why)
+
+
+def _as_reference_dtypes(reference: dict, shadow: dict) -> dict:
+    """The shadow's outputs in the reference's dtypes, so the case's own to_instances
+    reads both alike (float64 -> float32 adds half an ulp: far below any noise floor)."""
+    out = {}
+    for name, value in shadow.items():
+        ref = reference.get(name)
+        value = np.asarray(value)
+        if ref is not None and np.asarray(ref).dtype != value.dtype:
+            value = value.astype(np.asarray(ref).dtype)
+        out[name] = value
+    return out
+
+
+def _keep_max(values: dict, key, value) -> None:
+    if value is not None and np.isfinite(value):
+        values[key] = max(values.get(key, 0.0), float(value))
+
+
+def _measure_sample(ref, shadow, values: dict, deltas: list, peak_gap_floor: float) -> None:
+    """Fold one sample's |reference - shadow| into `values`; signed point errors into `deltas`."""
+    matching = match_instances(ref, shadow)
+    if not matching.pairs:
+        return
+    r, s = matching.ref_index, matching.cand_index
+    same = matching.iou[r, s] >= KNIFE_EDGE_IOU
+    if ref.labels is not None and shadow.labels is not None:
+        same &= np.asarray(ref.labels).reshape(-1)[r] == np.asarray(shadow.labels).reshape(-1)[s]
+    r, s = r[same], s[same]
+    if len(r) == 0:
+        return
+    delta = shadow.boxes[s] - ref.boxes[r]
+    if np.isfinite(delta).all():
+        _keep_max(values, ("boxes", "corner_px"), np.abs(delta).max())
+        deltas.append((delta[:, [0, 2]].ravel(), delta[:, [1, 3]].ravel()))
+    _keep_max(values, ("boxes", "score"), np.abs(shadow.scores[s] - ref.scores[r]).max())
+    if ref.keypoints is not None and shadow.keypoints is not None:
+        rk = np.asarray(ref.keypoints, dtype=np.float64)[r]
+        sk = np.asarray(shadow.keypoints, dtype=np.float64)[s]
+        if rk.shape == sk.shape and rk.size:
+            steady = np.ones(rk.shape[:2], dtype=bool)
+            if ref.keypoint_peak_gap is not None:  # a tied heatmap peak jumps: a decision, not noise
+                steady = np.asarray(ref.keypoint_peak_gap, dtype=np.float64)[r] >= peak_gap_floor
+            d = sk[..., :2] - rk[..., :2]
+            if steady.any():
+                _keep_max(values, ("keypoints", "pixel"), np.hypot(d[..., 0], d[..., 1])[steady].max())
+                deltas.append((d[..., 0][steady].ravel(), d[..., 1][steady].ravel()))
+            _keep_max(values, ("keypoints", "score"), np.abs(sk[..., 2] - rk[..., 2]).max())
+    if ref.masks is not None and shadow.masks is not None:
+        rm, sm = np.asarray(ref.masks), np.asarray(shadow.masks)
+        if rm.shape[1:] == sm.shape[1:] and np.issubdtype(rm.dtype, np.floating):
+            _keep_max(values, ("masks", "soft"),
+                      max(float(np.abs(sm[j].astype(np.float64) - rm[i].astype(np.float64)).max(initial=0.0))
+                          for i, j in zip(r, s)))
+
+
+def measure(case, reference: dict, shadow: Shadow, image_size, batch: int, precision: str, factor: float,
+            peak_gap_floor: float = 0.0) -> NoiseFloor:
+    """The noise floor of one example: the reference against its shadow, through the case's
+    own to_instances (so it measures what the comparators compare)."""
+    if shadow.precision is None:
+        return unmeasured(precision, factor, NO_EMULATION.get(precision, f"no shadow for {precision}"))
+    if shadow.outputs is None:
+        return unmeasured(precision, factor, shadow.why_not)
+    how = HOW.get(shadow.precision, shadow.precision)
+    outputs = _as_reference_dtypes(reference, shadow.outputs)
+    values: dict = {}
+    instances, deltas = [], []
+    try:
+        for index in range(batch):
+            ref_inst = case.to_instances(reference, index, image_size)
+            shadow_inst = case.to_instances(outputs, index, image_size)
+            instances.append(shadow_inst)
+            _measure_sample(ref_inst, shadow_inst, values, deltas, peak_gap_floor)
+    except Exception as error:  # noqa: BLE001 - the shadow is evidence; without it the table applies
+        return unmeasured(precision, factor, f"the case's to_instances failed on the {how}'s outputs: "
+                                             f"{type(error).__name__}: {error}")
+    if deltas:
+        dx = np.concatenate([d[0] for d in deltas])
+        dy = np.concatenate([d[1] for d in deltas])
+        values[("shift", "shift_px")] = float(max(abs(dx.mean()), abs(dy.mean())))
+    for spec in case.outputs:
+        if spec.kind == "raw" and spec.name in outputs:
+            a = np.asarray(reference[spec.name], dtype=np.float64)
+            b = np.asarray(outputs[spec.name], dtype=np.float64)
+            if a.shape == b.shape and a.size and np.isfinite(b).all():
+                values[("tensor", spec.name)] = float(np.abs(a - b).max())
+    return NoiseFloor(precision, factor, how, values, instances)
