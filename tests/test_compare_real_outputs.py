@@ -253,7 +253,7 @@ def _judge_with_shift(ref, cand, precision):
     deltas = PointDeltas()
     comparisons = compare_instances(ref, cand, backend="onnxrt-cpu", precision=precision, score_threshold=0.3,
                                     deltas=deltas)
-    shift = compare_systematic_shift(deltas, backend="onnxrt-cpu", precision=precision)
+    shift = compare_systematic_shift(deltas, lookup("shift", "onnxrt-cpu", precision))
     return comparisons, shift
 
 

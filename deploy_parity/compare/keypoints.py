@@ -37,6 +37,11 @@ DEFAULT_SIGMA = float(COCO_SIGMAS.mean())
 EVIDENCE_LIMIT = 10
 
 
+def _px(value: float) -> str:
+    """A pixel distance with the digits it needs: 12.3, 1.0, 0.0104 (never 0.0 for 0.011)."""
+    return f"{value:.1f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
+
+
 def _names(k: int) -> Sequence[str]:
     return COCO_KEYPOINT_NAMES if k == len(COCO_KEYPOINT_NAMES) else tuple(f"kp{j}" for j in range(k))
 
@@ -210,8 +215,8 @@ def compare_keypoints(
         mostly = "x" if dx >= dy else "y"
         other = "" if i_ref == i_cand else f" ({side_name('candidate')} instance {i_cand})"
         return (
-            f"instance {i_ref} keypoint {j} ({names[j]}): {distance[p, j]:.3g} px "
-            f"(x {dx:.3g}, y {dy:.3g}){limit}, mostly in {mostly}{other}"
+            f"instance {i_ref} keypoint {j} ({names[j]}): {_px(distance[p, j])} px "
+            f"(x {_px(dx)}, y {_px(dy)}){limit}, mostly in {mostly}{other}"
         )
 
     def keypoint_record(p, j):

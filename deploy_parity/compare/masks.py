@@ -16,7 +16,7 @@ import numpy as np
 from .boxes import Matching, first_nonfinite
 from .instances import Instances
 from .tolerances import ResolvedTolerance
-from .verdict import Comparison, Verdict, side_name
+from .verdict import Comparison, Verdict, beyond, side_name
 
 EVIDENCE_LIMIT = 10
 

@@ -92,7 +92,11 @@ INPUTS = (InputSpec("images", "image", ("float32",)),)
 # on scene images, before their bias. Class logits: a trained detector's spread of a
 # few units. Box deltas: boxes moved off their anchors by ~20% of their size. DFL: peaked
 # box-side distributions over Ultralytics' 16 bins.
-CLASS_LOGIT_RMS = 2.0
+CLASS_LOGIT_RMS = 1.0
+# Ultralytics' class prior bias, log(5 / nc / (640 / stride)^2), is -8.3 / -6.9 / -5.5 for
+# strides 8 / 16 / 32 (RetinaNet's -4.6): a wider spread reaches above it.
+YOLO_CLASS_LOGIT_RMS = 2.0
+MASK_COEFFICIENT_RMS = 4.0  # mask logits spread well beyond the 0.5 threshold
 BOX_DELTA_RMS = 0.2
 DFL_LOGIT_RMS = 2.0
 SOURCES = (__file__,)  # this file's content keys the export caches: the configuration lives here
@@ -156,8 +160,7 @@ def calibrate(model: nn.Module, run=None, multiple_of: int = 1, heads=()) -> nn.
         hooks = [layer.register_forward_hook(record) for layer, _ in group]
         try:
             with torch.no_grad():
-                for batch in batches:
-                    run(model, batch)
+                run(model, batches[0])  # one batch: an rms needs fewer images than BN statistics
         finally:
             for hook in hooks:
                 hook.remove()
@@ -198,12 +201,12 @@ TV_SIZES = SizeSpace(min_side=96, max_side=224, max_aspect=2.0, export_height=16
 TV_FEED = rcnn_scene_feed(INPUTS)  # 1-3 people, 0-2 objects; 1 seed in 12 an empty scene
 
 RETINANET_FIXED_SIZE = (224, 160)  # (width, height) as torchvision reads fixed_size
-RETINANET_SCORE = 0.05  # torchvision's default score_thresh
+RETINANET_SCORE = 0.4
 RETINANET_DETECTIONS = 20
 FASTERRCNN_FIXED_SIZE = (256, 192)
-FASTERRCNN_SCORE = 0.05  # torchvision's default box_score_thresh
-FASTERRCNN_DETECTIONS = 20
-SSDLITE_SCORE = 0.3
+FASTERRCNN_SCORE = 0.45
+FASTERRCNN_DETECTIONS = 30
+SSDLITE_SCORE = 0.75
 SSDLITE_DETECTIONS = 20
 
 
@@ -286,7 +289,7 @@ from models.yolo_common import artifact_cache_dir, export_form, quiet_ultralytic
 YOLO_SIZES = SizeSpace(min_side=96, max_side=224, multiple_of=32, export_height=160, export_width=160)
 YOLO_FEED = scene_feed(INPUTS, min_people=1, max_people=3, max_objects=2)
 YOLO_EXPORT_SIZE = (160, 160)  # (height, width) given to Ultralytics' exporter as imgsz
-YOLO_DETECT_CONF = 0.01
+YOLO_DETECT_CONF = 0.005
 YOLO_SEG_CONF = 0.01
 YOLO_MAX_BATCH = 2
 
@@ -302,8 +305,9 @@ def yolo(yaml: str, seed_name: str, task: str):
     model.names = {0: "person", 1: "block", 2: "disc"}
     model.task = task
     head = model.model[-1]  # Detect / Segment: cv2 box distributions (DFL logits), cv3 class logits
-    layers = [(branch[-1], CLASS_LOGIT_RMS) for branch in head.cv3]
+    layers = [(branch[-1], YOLO_CLASS_LOGIT_RMS) for branch in head.cv3]
     layers += [(branch[-1], DFL_LOGIT_RMS) for branch in head.cv2]
+    layers += [(branch[-1], MASK_COEFFICIENT_RMS) for branch in getattr(head, "cv4", ())]  # Segment
     return calibrate(model, multiple_of=32, heads=[layers])
 
 

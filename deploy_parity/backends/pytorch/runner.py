@@ -32,6 +32,7 @@ cold run says nothing).
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 import warnings
 from typing import Callable, Mapping, Sequence
@@ -114,6 +115,22 @@ def ieee_fp32(torch):
             torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+def _float64_shadow(module, torch):
+    """`module` in float64, each layer that holds weights fed float64: a forward() that
+    makes its own float32 tensor (images.float() / 255) still runs, in float64 from the
+    first layer on. Only the reference's shadow runs this way."""
+
+    def widen(layer, args):
+        return tuple(a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+
+    # A copy: a build function may hand out one shared module, which must stay float32.
+    module = copy.deepcopy(module).double()
+    for layer in module.modules():
+        if any(True for _ in layer.parameters(recurse=False)):
+            layer.register_forward_pre_hook(widen)
+    return module
+
+
 def _is_dtype_mismatch(error: RuntimeError) -> bool:
     text = str(error)
     return ("should be the same" in text or "expected scalar type" in text or "dtype" in text.lower()) and (
@@ -157,7 +174,9 @@ class TorchRunner(Runner):
                 why += f"; {CPU_ONLY_TORCH}"
             raise BackendUnavailable(why)
         module = self._build_module().eval().to(self.device)
-        self.module = module.half() if self.precision == "fp16" else module.double() if self.precision == "fp64" else module
+        self.module = module.half() if self.precision == "fp16" else module
+        if self.precision == "fp64":
+            self.module = _float64_shadow(module, torch)
         # Half outputs widen to float32 on CUDA and in the half modes (exact; the comparators
         # then read one dtype). On CPU in fp32 (torch-cpu, the reference) only bfloat16 does,
         # which numpy lacks: a float16 output there is what the module really produced.

@@ -1,0 +1,124 @@
+"""The noise floor: each model judged against its own rounding (deploy_parity/compare/noise.py).
+
+A detector whose correct export moves corners six times further than the fp32 table's
+0.01 px passes; the same detector shifted +0.5 px, with a mid-network conv scaled by
+1.05, or fed BGR fails with a shrunk example; the noise floor is in every record and in
+the failure message; a model whose shadow cannot run is judged by the table row and says
+so. The suite runs in a subprocess, as a user runs it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deploy_parity.compare.instances import Instances
+from deploy_parity.compare.judge import Judge
+from deploy_parity.compare.noise import NoiseFloor
+from deploy_parity.compare.structured import compare_instances
+from deploy_parity.compare.tolerances import lookup
+from deploy_parity.compare.verdict import Verdict, beyond
+from tests.suite_runs import run_suite
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def noisy_run(tmp_path_factory):
+    return run_suite(tmp_path_factory.mktemp("noise"), "--model-module", "tests/noisy_cases.py", "-q")
+
+
+def _records(run, model, check="parity"):
+    return [r for r in run.records() if r["model"] == model and r["check"] == check]
+
+
+def test_a_correct_export_beyond_the_fp32_rows_passes_on_its_own_rounding(noisy_run):
+    table_corner = lookup("boxes", "onnxrt-cpu", "fp32")["corner_px"]
+    for check in ("parity", "batch"):
+        records = _records(noisy_run, "noisy-det", check)
+        assert records and {r["verdict"] for r in records} == {"pass"}, noisy_run.output[-3000:]
+    parity = _records(noisy_run, "noisy-det")
+    worst = max(c["metrics"]["max_corner_px"] for r in parity for c in r["comparisons"] if c["kind"] == "boxes")
+    assert worst > 3 * table_corner  # the old fixed row would have failed it
+    boxes = [c for r in parity for c in r["comparisons"] if c["kind"] == "boxes"]
+    noise = boxes[0]["noise"]["corner_px"]
+    assert noise["how"] == "float64 shadow" and noise["noise"] > table_corner
+    assert noise["limit"] == pytest.approx(noise["factor"] * noise["noise"])
+
+
+@pytest.mark.parametrize("model, evidence", [("noisy-det-shifted", "systematic shift +0.5"),
+                                             ("noisy-det-conv-scaled", "float64 shadow"),
+                                             ("noisy-det-bgr", "float64 shadow")])
+def test_broken_deploys_of_the_noisy_model_still_fail_with_a_shrunk_example(noisy_run, model, evidence):
+    assert noisy_run.returncode == 1
+    failing = [r for r in _records(noisy_run, model) if r["verdict"] == "fail"]
+    assert failing, f"{model} was not caught:\n{noisy_run.output[-3000:]}"
+    text = noisy_run.output
+    section = text[text.index(f"test_parity[{model}@onnxrt-cpu]"):]
+    # Hypothesis's smallest failing example (an explicit one, when the export size already
+    # fails) and the command that replays it.
+    assert "ParityExample(height=" in section and "--replay h=" in section
+    messages = " ".join(c["message"] for r in failing for c in r["comparisons"] if c["verdict"] == "fail")
+    assert evidence in messages
+    # The failure message names the noise floor, the factor and the limit it gave.
+    assert "this model's float32 rounding moves it" in messages and "float64 shadow" in messages
+
+
+def test_a_model_whose_shadow_cannot_run_is_judged_by_the_table_and_says_so(noisy_run):
+    records = _records(noisy_run, "quiet-det-float32-only")
+    assert records and {r["verdict"] for r in records} == {"pass"}
+    notes = {c["noise"].get("note", "") for r in records for c in r["comparisons"] if c["kind"] == "boxes"}
+    assert len(notes) == 1
+    [note] = notes
+    assert note.startswith("table row only: the reference cannot run in fp64") and "float32 images" in note
+    for record in records:
+        for comparison in record["comparisons"]:
+            if comparison["kind"] == "boxes":
+                assert comparison["tolerance"]["corner_px"] == lookup("boxes", "onnxrt-cpu", "fp32")["corner_px"]
+
+
+def _people(boxes, scores):
+    return Instances(boxes=np.asarray(boxes, dtype=np.float64), scores=np.asarray(scores, dtype=np.float64),
+                     labels=np.zeros(len(scores), dtype=np.int64))
+
+
+def _noise(corner_px=1e-3):
+    return NoiseFloor("fp32", 20.0, "float64 shadow", {("boxes", "corner_px"): corner_px, ("boxes", "score"): 1e-7})
+
+
+def test_a_reference_on_a_rounding_knife_edge_is_ambiguous_when_the_candidate_sides_with_float64():
+    judge = Judge("onnxrt-cpu", "fp32", model="toy", score_threshold=0.5)
+    kept = [[10, 10, 60, 80], [100, 20, 150, 90]]
+    # float32 reference kept a third box the float64 run (and the candidate) dropped.
+    reference = _people(kept + [[30, 40, 90, 120]], [0.9, 0.8, 0.7])
+    shadow = _people(kept, [0.9, 0.8])
+    candidate = _people(kept, [0.9, 0.8])
+    plain = compare_instances(reference, candidate, judge, noise=_noise())
+    assert plain[0].verdict == Verdict.FAIL
+    ambiguous = compare_instances(reference, candidate, judge, noise=_noise(), shadow=shadow)
+    assert ambiguous[0].verdict == Verdict.AMBIGUOUS
+    assert "rounding knife edge" in ambiguous[0].message and "float64 shadow" in ambiguous[0].message
+    assert "knife_edge" in ambiguous[0].evidence
+    # A candidate that drops a box both reference runs keep is a failure, shadow or not.
+    lost = compare_instances(reference, _people(kept[:1], [0.9]), judge, noise=_noise(), shadow=shadow)
+    assert lost[0].verdict == Verdict.FAIL
+
+
+def test_the_noise_floor_widens_the_limit_and_the_message_shows_it():
+    judge = Judge("onnxrt-cpu", "fp32", model="toy", score_threshold=0.5)
+    reference = _people([[10, 10, 60, 80]], [0.9])
+    candidate = _people([[10.05, 10, 60, 80]], [0.9])
+    [table_only] = compare_instances(reference, candidate, judge)
+    assert table_only.verdict == Verdict.FAIL and "corner error 0.05 px > 0.01 px" in table_only.message
+    [noisy] = compare_instances(reference, candidate, judge, noise=_noise(corner_px=0.004))
+    assert noisy.verdict == Verdict.PASS and noisy.tolerance["corner_px"] == pytest.approx(0.08)
+    [quiet] = compare_instances(reference, candidate, judge, noise=_noise(corner_px=0.001))
+    assert quiet.verdict == Verdict.FAIL
+    assert ("corner error 0.05 px > 0.02 px (this model's float32 rounding moves it 0.001 px (float64 shadow); "
+            "limit 0.02 px: 20 x)") in quiet.message
+
+
+def test_messages_print_the_digits_their_comparison_needs():
+    assert beyond(0.0104, 0.01, " px") == "0.0104 px > 0.01 px"
+    assert beyond(0.0100004, 0.01) == "0.0100004 > 0.01"
+    assert beyond(1.5e-4, 5.41e-5) == "0.00015 > 5.41e-05"
