@@ -2,7 +2,10 @@
 
 The public front. A user's cases module needs only these names:
 
-    from deploy_parity import ModelCase, InputSpec, SizeSpace, adapters
+    from deploy_parity import ModelCase, InputSpec, SizeSpace, adapters, scene_feed
+
+scene_feed(inputs) is a make_feed rendering scenes (people with keypoints, blocks, discs)
+on which a detector finds something: random noise leaves most detector cases vacuous.
 
 Importing it loads no torch, ONNX Runtime or TensorRT; backends import theirs when used.
 """
@@ -13,6 +16,7 @@ from deploy_parity import adapters
 from deploy_parity.case import DeployTarget, InputSpec, Judging, ModelCase, OutputSpec, SizeSpace, ZooEntry
 from deploy_parity.compare.instances import Instances
 from deploy_parity.compare.tolerances import Tolerance
+from deploy_parity.scenes.feeds import scene_feed
 
 __all__ = [
     "DeployTarget",
@@ -25,4 +29,5 @@ __all__ = [
     "Tolerance",
     "ZooEntry",
     "adapters",
+    "scene_feed",
 ]

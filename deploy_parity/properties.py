@@ -186,7 +186,18 @@ class PropertyRun:
                 raise ParityFailure(
                     f"{self.check} {self.case.name} on {self.backend.name}: {count} of {n} cases were "
                     f"{verdict.value} (limit {tol[key]:.0%}, {tol.source}): the suite cannot vouch for this model"
+                    + (VACUOUS_HINT if verdict == Verdict.VACUOUS else AMBIGUOUS_HINT)
                 )
+
+
+VACUOUS_HINT = (
+    ". The reference found nothing to compare on those feeds: give the case a feed with objects the model "
+    "detects (make_feed=deploy_parity.scene_feed(inputs) renders people, blocks and discs) or, for the test, a lower "
+    "score threshold (judging=Judging(score_threshold=...))")
+AMBIGUOUS_HINT = (
+    ". Each ambiguous record names the decision boundary the reference sat on (a score at the threshold or a "
+    "top-k cut, an NMS tie, a tied heatmap peak, a float32 / float64 knife edge); feeds with fewer near-ties, or a "
+    "score threshold away from the scores the model gives, make the cases decisive")
 
 
 def _final_example() -> bool:

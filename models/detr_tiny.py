@@ -26,7 +26,7 @@ from torch import nn
 
 from deploy_parity.case import DeployTarget, InputSpec, Judging, ModelCase, OutputSpec, SizeSpace, ZooEntry
 from deploy_parity.compare.instances import Instances
-from models.scenes.feeds import scene_feed
+from deploy_parity.scenes.feeds import scene_feed
 
 NUM_CLASSES = 3  # person, block, disc; reported as labels 1..3 like the scenes
 NUM_QUERIES = 16

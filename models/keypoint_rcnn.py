@@ -46,7 +46,7 @@ from deploy_parity.case import DeployTarget, InputSpec, Judging, ModelCase, Outp
 from deploy_parity.compare.instances import Instances
 from models.rcnn_decoding import clamp_to_image, decode_heatmaps_eager, decode_heatmaps_exportable
 from deploy_parity.inputs import as_image_dtype
-from models.scenes.feeds import rendered_sample, sample_seed
+from deploy_parity.scenes.feeds import rendered_sample, sample_seed
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 WEIGHTS = WEIGHTS_DIR / "keypoint_rcnn.pt"

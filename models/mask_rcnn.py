@@ -49,7 +49,7 @@ from models.keypoint_rcnn import (
 
 WEIGHTS = WEIGHTS_DIR / "mask_rcnn.pt"
 SEED = 20261123
-NUM_CLASSES = 4  # background, person, block, disc (models.scenes labels)
+NUM_CLASSES = 4  # background, person, block, disc (deploy_parity.scenes labels)
 MASK_CHANNELS = 32
 
 

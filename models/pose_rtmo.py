@@ -27,7 +27,7 @@ from torch import nn
 from deploy_parity.adapters import MMDeployDetections
 from deploy_parity.case import DeployTarget, InputSpec, ModelCase, SizeSpace, ZooEntry
 from deploy_parity.compare.instances import Instances
-from models.scenes.feeds import scene_feed
+from deploy_parity.scenes.feeds import scene_feed
 
 STRIDES = (8, 16, 32)
 NUM_KEYPOINTS = 17

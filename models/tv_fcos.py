@@ -34,7 +34,7 @@ from models.tv_common import COMMON_SOURCES, INPUTS, MAX_SIZE, MIN_SIZE, SCENE_F
 
 WEIGHTS = Path(__file__).with_name("weights") / "tv_fcos.pt"
 SEED = 20261124
-NUM_CLASSES = 4  # background, person, block, disc (models.scenes labels); label 0 is never predicted
+NUM_CLASSES = 4  # background, person, block, disc (deploy_parity.scenes labels); label 0 is never predicted
 SCORE_THRESHOLD = 0.3  # on sqrt(class probability x centerness), FCOS's own detection score
 DETECTIONS_PER_IMAGE = 10  # a scene holds at most ~5 instances
 TOPK_CANDIDATES = 100  # per level, before NMS (one level here)

@@ -78,7 +78,7 @@ class YoloSpec:
         return WEIGHTS_DIR / f"{self.name}.pt"
 
 
-# 17 COCO keypoints on the scene renderer's people (models/scenes/skeleton.py keeps COCO's order).
+# 17 COCO keypoints on the scene renderer's people (deploy_parity/scenes/skeleton.py keeps COCO's order).
 POSE = YoloSpec("yolo_pose", "yolo11n-pose.yaml", "pose", ("person",), kpt_shape=(17, 3))
 # The scene renderer's three instance classes; label L of a scene is class L - 1 here.
 SEG = YoloSpec("yolo_seg", "yolov8n-seg.yaml", "segment", ("person", "block", "disc"))
@@ -190,7 +190,7 @@ def fixed_export(spec: YoloSpec, height: int, width: int) -> Path:
     from ultralytics.engine.exporter import Exporter
 
     model = load_trained(spec)
-    model.args = {"data": "models/scenes (synthetic scenes)"}  # what the exporter's metadata reads
+    model.args = {"data": "deploy_parity/scenes (synthetic scenes)"}  # what the exporter's metadata reads
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
         # The exporter writes next to the checkpoint it believes it came from.

@@ -23,7 +23,7 @@ from dataclasses import replace
 
 from deploy_parity.adapters import UltralyticsYOLO
 from deploy_parity.case import DeployTarget, InputSpec, ModelCase, SizeSpace, ZooEntry
-from models.scenes.feeds import scene_feed
+from deploy_parity.scenes.feeds import scene_feed
 from models.yolo_common import SEG, ImageInput, export_form, load_trained
 
 

@@ -217,7 +217,7 @@ def ultralytics_models():
 def _scene_batch(height, width, seed=3):
     import torch
 
-    from models.scenes.feeds import scene_images
+    from deploy_parity.scenes.feeds import scene_images
 
     images, _ = scene_images(height, width, 1, seed, min_people=2, max_people=3)
     return torch.from_numpy(images).float() / 255.0

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models.scenes import (
+from deploy_parity.scenes import (
     FLIP_INDEX,
     FLIP_PAIRS,
     KEYPOINT_NAMES,
@@ -26,7 +26,7 @@ from models.scenes import (
     render_batch,
     render_scene,
 )
-from models.scenes.strategies import scene_sizes, scene_specs
+from deploy_parity.scenes.strategies import scene_sizes, scene_specs
 
 # Small budgets: these run on every test invocation and must stay within seconds.
 QUICK = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

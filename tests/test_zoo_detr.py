@@ -25,7 +25,7 @@ from deploy_parity.errors import InputContractError
 from deploy_parity.export.onnx_exporter import export_onnx
 from deploy_parity.inputs import make_feed
 from deploy_parity.backends.onnxruntime.runner import OnnxRuntimeRunner
-from models.scenes import LABEL_PERSON, random_scene_spec, render_scene
+from deploy_parity.scenes import LABEL_PERSON, random_scene_spec, render_scene
 from models.training.coco_eval import coco_ap
 from models import detr_tiny
 from tests.suite_runs import run_suite

@@ -16,7 +16,7 @@ import torch
 
 from deploy_parity.compare.boxes import box_iou
 from deploy_parity.inputs import make_feed
-from models.scenes.render import LABEL_PERSON, random_scene_spec, render_scene
+from deploy_parity.scenes.render import LABEL_PERSON, random_scene_spec, render_scene
 from models.training.coco_eval import coco_ap
 from models import pose_rtmo
 

@@ -190,7 +190,7 @@ AP_FLOORS = {
 
 @pytest.mark.parametrize("name", sorted(AP_FLOORS))
 def test_trained_reference_detects(name):
-    from models.scenes.render import LABEL_PERSON
+    from deploy_parity.scenes.render import LABEL_PERSON
 
     scenes = held_out_scenes(16)
     build = {"tv-keypoint-rcnn": tv_keypoint_rcnn.build_detector, "tv-mask-rcnn": tv_mask_rcnn.build_detector,

@@ -20,8 +20,8 @@ pytest.importorskip("ultralytics")
 
 from deploy_parity.compare.boxes import box_iou  # noqa: E402
 from models import yolo_pose, yolo_seg  # noqa: E402
-from models.scenes.feeds import scene_images  # noqa: E402
-from models.scenes.render import LABEL_PERSON  # noqa: E402
+from deploy_parity.scenes.feeds import scene_images  # noqa: E402
+from deploy_parity.scenes.render import LABEL_PERSON  # noqa: E402
 from tests.suite_runs import PARITY_ONLY, run_suite  # noqa: E402
 
 # Held-out scenes: a key of their own, unlike training (SeedSequence([seed, 0, n, i]))

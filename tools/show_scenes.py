@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.scenes import (  # noqa: E402
+from deploy_parity.scenes import (  # noqa: E402
     CLASS_NAMES,
     FLIP_PAIRS,
     SKELETON,

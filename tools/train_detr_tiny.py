@@ -31,7 +31,7 @@ from torchvision.ops import generalized_box_iou, sigmoid_focal_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.scenes import random_scene_spec, render_scene  # noqa: E402
+from deploy_parity.scenes import random_scene_spec, render_scene  # noqa: E402
 from models.training.coco_eval import coco_ap  # noqa: E402
 from models.detr_tiny import NUM_CLASSES, SEED, WEIGHTS, TinyDETR, box_cxcywh_to_xyxy  # noqa: E402
 

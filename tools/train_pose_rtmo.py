@@ -2,7 +2,7 @@
 
 A pose model with random weights fed noise detects nothing, so parity on it proves
 little. This trains the zoo's RTMO-like model for a few minutes on CPU to find the
-stick-figure people of models.scenes, then measures COCO box AP (person boxes)
+stick-figure people of deploy_parity.scenes, then measures COCO box AP (person boxes)
 and keypoint OKS AP on held-out scenes with pycocotools, and writes
 
     models/weights/pose_rtmo.pt    the state_dict build_reference() loads
@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from deploy_parity.compare.keypoints import COCO_SIGMAS  # noqa: E402
-from models.scenes.render import LABEL_PERSON, random_scene_spec, render_scene  # noqa: E402
+from deploy_parity.scenes.render import LABEL_PERSON, random_scene_spec, render_scene  # noqa: E402
 from models.training.coco_eval import coco_ap  # noqa: E402
 from models.pose_rtmo import NUM_KEYPOINTS, SEED, STRIDES, TinyRTMOPose  # noqa: E402
 

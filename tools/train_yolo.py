@@ -3,7 +3,7 @@
 A freshly built YOLO scores every anchor sigmoid(bias) = 0.0123, below any confidence
 threshold: parity on it compares nothing. This trains each model for a few minutes on
 CPU with Ultralytics' own losses (v8PoseLoss / v8SegmentationLoss, task-aligned
-assignment, DFL) on batches rendered by models/scenes, no Ultralytics dataset or
+assignment, DFL) on batches rendered by deploy_parity/scenes, no Ultralytics dataset or
 trainer, then measures it on held-out scenes with pycocotools, and writes
 
     models/weights/yolo_pose.pt / yolo_seg.pt    fp16 state_dict (build_reference loads it)
@@ -52,7 +52,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from deploy_parity.adapters.ultralytics import UltralyticsYOLO  # noqa: E402
 from deploy_parity.compare.boxes import box_iou  # noqa: E402
-from models.scenes.render import LABEL_PERSON, random_scene_spec, render_scene  # noqa: E402
+from deploy_parity.scenes.render import LABEL_PERSON, random_scene_spec, render_scene  # noqa: E402
 from models.training.coco_eval import coco_ap  # noqa: E402
 
 SPECS = {"pose": POSE, "segment": SEG}

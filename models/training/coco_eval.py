@@ -11,8 +11,8 @@ import io
 
 import numpy as np
 
-from models.scenes.render import CLASS_NAMES, LABEL_PERSON
-from models.scenes.skeleton import KEYPOINT_NAMES, SKELETON
+from deploy_parity.scenes.render import CLASS_NAMES, LABEL_PERSON
+from deploy_parity.scenes.skeleton import KEYPOINT_NAMES, SKELETON
 
 
 def _rle(mask: np.ndarray) -> dict:

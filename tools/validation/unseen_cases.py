@@ -5,7 +5,7 @@ not in tox: a user-style cases module, run by hand with --model-module.
 Every model is a full-size architecture as its library builds it, from code only
 (torchvision weights=None / weights_backbone=None, Ultralytics from its packaged yaml;
 nothing is downloaded), with random weights seeded per model (SEEDS below), then
-BatchNorm statistics recalibrated on the zoo's synthetic scenes (models/scenes) by one
+BatchNorm statistics recalibrated on the zoo's synthetic scenes (deploy_parity/scenes) by one
 helper, `calibrate`: every BatchNorm layer gets momentum=None (cumulative
 average) and batch statistics while the model runs CALIBRATION_IMAGES scene images
 under torch.no_grad(); then the whole model is back in eval(). Only the BN layers are
@@ -72,7 +72,7 @@ from deploy_parity.adapters import TorchvisionDetection, UltralyticsYOLO  # noqa
 from deploy_parity.case import DeployTarget, InputSpec, Judging, ModelCase, SizeSpace, ZooEntry  # noqa: E402
 from deploy_parity.errors import ArtifactError  # noqa: E402
 from models.keypoint_rcnn import rcnn_scene_feed  # noqa: E402
-from models.scenes.feeds import scene_feed, scene_images  # noqa: E402
+from deploy_parity.scenes.feeds import scene_feed, scene_images  # noqa: E402
 
 # ---------------------------------------------------------------- seeds and calibration
 
@@ -370,7 +370,7 @@ def ultralytics_export(case: ModelCase, height: int, width: int):
         path = artifact_cache_dir() / f"{case.name}-ultralytics-export-dynamic-{digest.hexdigest()[:16]}.onnx"
         if path.is_file():
             return path
-        model.args = {"data": "models/scenes (synthetic scenes)"}  # what the exporter's metadata reads
+        model.args = {"data": "deploy_parity/scenes (synthetic scenes)"}  # what the exporter's metadata reads
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
             model.pt_path = str(Path(scratch) / f"{case.name}.pt")  # the exporter writes next to it

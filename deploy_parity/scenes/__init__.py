@@ -1,10 +1,12 @@
 """Synthetic scenes (stick-figure people, blocks, discs) with exact ground truth.
 
 Used to train the zoo models briefly and to feed the parity suites inputs on which
-the reference produces real boxes, keypoints and masks.
+the reference produces real boxes, keypoints and masks. Part of the public API:
+deploy_parity.scene_feed(inputs) (feeds.py) is a ModelCase.make_feed for a user's
+detector, so that its cases compare detections rather than nothing.
 """
 
-from models.scenes.render import (
+from deploy_parity.scenes.render import (
     BACKGROUND_KINDS,
     CLASS_NAMES,
     LABEL_BACKGROUND,
@@ -25,7 +27,7 @@ from models.scenes.render import (
     render_batch,
     render_scene,
 )
-from models.scenes.skeleton import (
+from deploy_parity.scenes.skeleton import (
     FLIP_INDEX,
     FLIP_PAIRS,
     KEYPOINT_INDEX,

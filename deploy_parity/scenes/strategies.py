@@ -12,7 +12,7 @@ from typing import Optional
 
 from hypothesis import strategies as st
 
-from models.scenes.render import (
+from deploy_parity.scenes.render import (
     BACKGROUND_KINDS,
     OBJECT_KINDS,
     POSES,

@@ -12,7 +12,7 @@ import functools
 import numpy as np
 
 from deploy_parity.inputs import as_image_dtype
-from models.scenes.render import random_scene_spec, render_scene
+from deploy_parity.scenes.render import random_scene_spec, render_scene
 
 
 def sample_seed(seed: int, index: int) -> int:

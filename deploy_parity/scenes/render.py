@@ -31,7 +31,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from models.scenes.skeleton import KEYPOINT_INDEX, NUM_KEYPOINTS
+from deploy_parity.scenes.skeleton import KEYPOINT_INDEX, NUM_KEYPOINTS
 
 LABEL_BACKGROUND = 0
 LABEL_PERSON = 1
