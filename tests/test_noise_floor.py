@@ -122,3 +122,49 @@ def test_messages_print_the_digits_their_comparison_needs():
     assert beyond(0.0104, 0.01, " px") == "0.0104 px > 0.01 px"
     assert beyond(0.0100004, 0.01) == "0.0100004 > 0.01"
     assert beyond(1.5e-4, 5.41e-5) == "0.00015 > 5.41e-05"
+
+
+def test_a_model_not_robust_to_fp16_is_reported_as_such_apart_from_the_engine():
+    from deploy_parity.compare.noise import robustness
+
+    judge = Judge("trt-fp16", "fp16", model="tiny-mask-rcnn")
+    # As measured on an H200: the tiny Mask R-CNN moved a box 3.96 px under fp16 on its own.
+    fragile = NoiseFloor("fp16", judge.noise_factor, "the reference in fp16 on the CPU",
+                         {("boxes", "corner_px"): 3.96, ("boxes", "score"): 1e-3})
+    comparison = robustness(fragile, judge.row)
+    assert comparison is not None and comparison.verdict == Verdict.FAIL and comparison.kind == "robustness"
+    assert "not fp16-robust" in comparison.message and "box corners 3.96 px" in comparison.message
+    assert "box scores" not in comparison.message  # within the fp16 row
+    steady = NoiseFloor("fp16", judge.noise_factor, "the reference in fp16 on the CPU", {("boxes", "corner_px"): 0.2})
+    assert robustness(steady, judge.row) is None
+    # fp32's shadow is float64: more exact than the reference, never a robustness verdict.
+    assert robustness(_noise(corner_px=3.96), Judge("onnxrt-cpu", "fp32").row) is None
+
+
+def test_self_comparison_and_the_shared_reference_say_what_they_compare(tmp_path):
+    from deploy_parity import InputSpec, ModelCase, SizeSpace
+    from deploy_parity.adapters import MMDeployDetections
+    from deploy_parity.backends import BACKENDS, RunnerContext
+    from deploy_parity.check import check_batch_consistency, check_parity
+    from deploy_parity.pool import RunnerPool
+    from deploy_parity.strategies import ParityExample
+    from tests.noisy_cases import NoisyDetector
+
+    case = ModelCase(name="noisy-self", build_reference=lambda: NoisyDetector().eval(),
+                     inputs=(InputSpec("images", "image", ("float32",)),), adapter=MMDeployDetections(dets="dets"),
+                     sizes=SizeSpace(min_side=32, max_side=96), max_batch=2)
+    pool = RunnerPool(RunnerContext(cache_dir=tmp_path))
+    try:
+        example = ParityExample(48, 80, 2, ("float32",), 3)
+        result = check_parity(pool, case, BACKENDS["torch-cpu"], example)
+        assert result.verdict == Verdict.PASS, result.summary()
+        assert result.message.startswith("self-comparison: noisy-self has no build_deploy")
+        batch = check_batch_consistency(pool, case, BACKENDS["torch-cpu"], example)
+        assert batch.verdict == Verdict.PASS, batch.summary()
+        # The batch check is judged with the same noise model as parity.
+        boxes = [c for c in batch.comparisons if c.kind == "boxes"]
+        assert boxes and all(c.noise["corner_px"]["how"] == "float64 shadow" for c in boxes)
+        # One reference run (and one shadow) for the example, shared by both checks.
+        assert pool.reference_runs == 1
+    finally:
+        pool.close()

@@ -139,6 +139,12 @@ def compare_case_outputs(case, ref: dict, cand: dict, *, image_size, batch: int,
             noise=noise,
             shadow=shadows[index] if shadows else None,
         )
+    if noise is not None and not label:  # once per example (the batch check's labelled runs share one)
+        from deploy_parity.compare.noise import robustness
+
+        fragile = robustness(noise, judge.row)
+        if fragile is not None:
+            comparisons.append(fragile)
     shift = compare_systematic_shift(deltas, judge.row("shift"), output=f"{prefix}all samples / shift")
     if shift is not None:
         comparisons.append(shift)

@@ -119,6 +119,42 @@ class NoiseFloor:
         return tol.with_noise(values, noise, f"limits = max(table floor, {self.factor:g} x {self.how})")
 
 
+# quantity -> (what a reader calls it, unit), for the robustness message.
+QUANTITY_NAMES = {("boxes", "corner_px"): ("box corners", " px"), ("boxes", "score"): ("box scores", ""),
+                  ("keypoints", "pixel"): ("keypoints", " px"), ("keypoints", "score"): ("keypoint scores", ""),
+                  ("masks", "soft"): ("soft masks", "")}
+FLOOR_FIELDS = {("boxes", "corner_px"): "corner_px", ("boxes", "score"): "score_abs",
+                ("keypoints", "pixel"): "pixel", ("keypoints", "score"): "score_abs", ("masks", "soft"): "soft_abs"}
+
+
+def robustness(noise: NoiseFloor, row) -> Optional["Comparison"]:
+    """For a reduced precision (fp16, autocast): FAIL when the reference itself, run in that
+    precision on the CPU, already moves a quantity beyond the row's floor. Such a model is
+    not robust to the precision, whatever the engine does: the report says so apart from
+    the engine's own comparisons (which its noise floor then judges)."""
+    from .verdict import Comparison, Verdict
+
+    if noise.precision == "fp32" or not noise.measured:
+        return None
+    beyond = []
+    for key, value in sorted(noise.values.items()):
+        if key not in FLOOR_FIELDS:
+            continue
+        floor = float(row(key[0])[FLOOR_FIELDS[key]])
+        if value > floor:
+            name, unit = QUANTITY_NAMES[key]
+            beyond.append((key, f"{name} {value:.3g}{unit} (the {noise.precision} row allows {floor:g}{unit})"))
+    if not beyond:
+        return None
+    return Comparison(
+        kind="robustness", output=f"model under {noise.precision}", verdict=Verdict.FAIL,
+        metrics={f"{k[0]}.{k[1]}": float(noise.values[k]) for k, _ in beyond},
+        message=(f"the model itself is not {noise.precision}-robust: {noise.how} moves " + "; ".join(t for _, t in beyond)
+                 + ". This is the model, not the engine: the engine's own comparisons are judged against this "
+                   "floor. Keep this model in fp32, or make it robust (e.g. keep its head in fp32)"),
+        noise={"note": noise.how})
+
+
 def unmeasured(precision: str, factor: float, why: str) -> NoiseFloor:
     return NoiseFloor(precision, factor, why_not=why)
 
