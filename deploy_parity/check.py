@@ -323,8 +323,7 @@ def check_determinism(pool, case, backend, example: ParityExample) -> CaseResult
     except UnsupportedShapeError as error:
         return _refused("determinism", case, backend, example, error, start)
     with side_names("run 1", "run 2"), comparing(pool):
-        comparisons = compare_all_tensors(case, first, second, kind="determinism", backend=backend.name,
-                                          precision=backend.precision)
+        comparisons = compare_all_tensors(case, first, second, kind="determinism", judge=pool.judge(case, backend))
     return _keep(_result("determinism", case, backend, example, comparisons, start), feed, first, second)
 
 

@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 
 from deploy_parity.contracts.bounds import ShapeBounds
 from deploy_parity.check import CHECKS, CaseResult
-from deploy_parity.compare.tolerances import lookup
 from deploy_parity.compare.verdict import ERROR_METRICS, Verdict
 from deploy_parity.strategies import (
     EXPORT_SIZE,
@@ -178,7 +177,7 @@ class PropertyRun:
     def check_suite_fractions(self) -> None:
         if not self.results or self.replay is not None:
             return
-        tol = lookup("suite", self.backend.name, self.backend.precision, self.case.tolerance_overrides, self.case.name)
+        tol = self.pool.judge(self.case, self.backend).row("suite")
         n = len(self.results)
         for verdict, key in ((Verdict.AMBIGUOUS, "max_ambiguous_fraction"), (Verdict.VACUOUS, "max_vacuous_fraction")):
             count = sum(r.verdict == verdict for r in self.results)

@@ -91,7 +91,8 @@ def test_shifting_one_keypoint_fails_and_names_instance_and_keypoint(ref, data):
     result = compare(ref, copy_of(ref, keypoints).select(np.array(order)))
     assert result.verdict == Verdict.FAIL
     moved = abs(keypoints[i, j, coord] - ref.keypoints[i, j, coord])  # the shift as float arithmetic left it
-    assert f"instance {i} keypoint {j} ({COCO_KEYPOINT_NAMES[j]}): {moved:.1f} px" in result.message
+    shown = f"{moved:.1f}" if moved >= 1 else f"{moved:.3g}"  # the digits a sub-pixel error needs
+    assert f"instance {i} keypoint {j} ({COCO_KEYPOINT_NAMES[j]}): {shown} px" in result.message
     assert f"mostly in {'xy'[coord]}" in result.message
     assert (result.metrics["worst_instance"], result.metrics["worst_keypoint"]) == (i, j)
 

@@ -80,7 +80,10 @@ def test_the_pool_counts_feeds_and_activations_and_reuses_runners(tmp_path):
         figures = pool.figures()
     finally:
         pool.close()
-    assert figures["feeds_served"] == 4 and figures["feeds_rendered"] == 1 and figures["feeds_distinct"] == 1
+    # Four candidate runs, one reference run and one float64 shadow run: all one feed.
+    assert figures["feeds_served"] == 6 and figures["feeds_rendered"] == 1 and figures["feeds_distinct"] == 1
+    # The reference's answer (and its shadow) computed once and shared by both backends.
+    assert figures["reference_runs"] == 1
     # Two candidates and one reference, each activated once.
     assert figures["runner_activations"] == 3 and figures["distinct_artifacts"] == 3
     assert figures["compare_seconds"] > 0 and figures["activate_seconds"] > 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from deploy_parity.compare.shift import PointDeltas, compare_systematic_shift
 from deploy_parity.compare.tensors import compare_tensors
-from deploy_parity.compare.tolerances import lookup
 from deploy_parity.compare.verdict import Comparison, Verdict
 from deploy_parity.errors import UnreadOutputError
 
@@ -160,7 +159,10 @@ def compare_case_outputs(case, ref: dict, cand: dict, *, image_size, batch: int,
     return comparisons
 
 
-def compare_all_tensors(case, first: dict, second: dict, *, kind: str, backend: str, precision: str) -> list:
+def compare_all_tensors(case, first: dict, second: dict, *, kind: str, judge=None, backend: str = None,
+                        precision: str = None) -> list:
     """Raw comparison of every output (determinism: the same backend twice)."""
-    tol = lookup(kind, backend, precision, case.tolerance_overrides, case.name)
+    from deploy_parity.compare.judge import Judge
+
+    tol = (judge or Judge.for_case(case, backend, precision)).row(kind)
     return [compare_tensors(first[name], second[name], tol, name, kind=kind) for name in case.output_names]
