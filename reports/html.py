@@ -264,6 +264,32 @@ def _diagnosis_section(page: ReportPage) -> str:
                       "most severe", "re-run (most severe)"], rows))
 
 
+# Noise-floor fields a reader knows by name, and their unit.
+_NOISE_FIELDS = {"corner_px": ("corners", " px"), "pixel": ("keypoints", " px"), "soft_abs": ("soft masks", ""),
+                 "score_abs": ("scores", ""), "atol": ("values", "")}
+
+
+def noise_cell(record: dict) -> str:
+    """What the model's own rounding did to this case's limits, in one line: the widest
+    noise-set limit ("corners 0.03 px -> limit 0.6 px, 20 x float64 shadow"), or why
+    the table's rows applied alone."""
+    best, note = None, ""
+    for comparison in record.get("comparisons", []):
+        noise = comparison.get("noise") or {}
+        note = note or noise.get("note", "")
+        for name, entry in noise.items():
+            if name in _NOISE_FIELDS and isinstance(entry, dict) and entry.get("limit", 0) > entry.get("floor", 0):
+                if best is None or entry["limit"] / max(entry["floor"], 1e-30) > best[1]["limit"] / max(best[1]["floor"], 1e-30):
+                    best = (name, entry)
+    if best is not None:
+        (label, unit), entry = _NOISE_FIELDS[best[0]], best[1]
+        return (f"{label} {entry['noise']:.2g}{unit} -> limit {entry['limit']:.2g}{unit} "
+                f"({entry['factor']:g} x {entry['how']})")
+    if note.startswith("table row only"):
+        return note
+    return "table floors (rounding below them)" if note else ""
+
+
 def _cases_section(page: ReportPage) -> str:
     order = sorted(range(len(page.records)), key=lambda i: (-_SEVERITY.get(page.records[i]["verdict"], 0), i))
     body, classes = [], []
@@ -276,12 +302,13 @@ def _cases_section(page: ReportPage) -> str:
                      _e(r["precision"]), f"{r['height']}x{r['width']}", f'<td class="n">{r["batch"]}</td>',
                      _e(",".join(r["dtypes"])), f'<td class="n">{r["seed"]}</td>', _e(r["verdict"]),
                      *(f'<td class="n">{_num(worst[m])}</td>' for m in ERROR_METRICS),
-                     f'<td class="n">{_num(r.get("seconds"))}</td>', _e(message[:300]),
+                     f'<td class="n">{_num(r.get("seconds"))}</td>', _e(message[:300]), _e(noise_cell(r)[:160]),
                      f"<code>{_e(r.get('replay'))}</code>"])
         classes.append(r["verdict"])
     return ("<h2 id='cases'>Every checked case</h2>"
             + _table(["#", "check", "model", "backend", "prec", "HxW", "batch", "dtypes", "seed", "verdict",
-                      "worst kpt px", "worst box px", "worst abs", "s", "message", "re-run"], body, classes))
+                      "worst kpt px", "worst box px", "worst abs", "s", "message",
+                      "own rounding (noise floor)", "re-run"], body, classes))
 
 
 def _bench_section(page: ReportPage) -> str:

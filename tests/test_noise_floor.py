@@ -44,6 +44,10 @@ def test_a_correct_export_beyond_the_fp32_rows_passes_on_its_own_rounding(noisy_
     noise = boxes[0]["noise"]["corner_px"]
     assert noise["how"] == "float64 shadow" and noise["noise"] > table_corner
     assert noise["limit"] == pytest.approx(noise["factor"] * noise["noise"])
+    # The HTML report's cases table shows it per case.
+    from reports.html import noise_cell
+
+    assert noise_cell(parity[0]).startswith("corners 0.0") and "20 x float64 shadow" in noise_cell(parity[0])
 
 
 @pytest.mark.parametrize("model, evidence", [("noisy-det-shifted", "systematic shift +0.5"),
@@ -71,6 +75,9 @@ def test_a_model_whose_shadow_cannot_run_is_judged_by_the_table_and_says_so(nois
     assert len(notes) == 1
     [note] = notes
     assert note.startswith("table row only: the reference cannot run in fp64") and "float32 images" in note
+    from reports.html import noise_cell
+
+    assert noise_cell(records[0]) == note
     for record in records:
         for comparison in record["comparisons"]:
             if comparison["kind"] == "boxes":
