@@ -10,7 +10,7 @@ from deploy_parity.contracts.bounds import (ShapeBounds, case_bounds, intersect,
                                   with_input_dtypes)
 from deploy_parity.case import DeployTarget, ModelCase
 from deploy_parity.compare.judge import Judge
-from deploy_parity.compare.noise import SHADOW_PRECISION, NoiseFloor, Shadow, measure
+from deploy_parity.compare.noise import FLOOR_FIELDS, SHADOW_PRECISION, NoiseFloor, Shadow, measure
 from deploy_parity.inputs import FeedCache, array_bytes
 
 
@@ -102,10 +102,10 @@ class RunnerPool:
                     answers.shadows[shadow_precision] = self._shadow(case, example, shadow_precision)
                     self._answer_bytes += answers.nbytes() - before
                 shadow = answers.shadows[shadow_precision]
-            keypoints = judge.row("keypoints").values if ("keypoints" in {o.kind for o in case.outputs}) else {}
+            floors = {quantity: float(judge.row(quantity[0])[name]) for quantity, name in FLOOR_FIELDS.items()}
             answers.noise[key] = measure(case, answers.outputs, shadow, (example.height, example.width),
                                          example.batch, judge.precision, judge.noise_factor,
-                                         peak_gap_floor=float(keypoints.get("peak_gap", 0.0)))
+                                         peak_gap_floor=float(judge.row("keypoints")["peak_gap"]), floors=floors)
         return answers.noise[key]
 
     def _shadow(self, case: ModelCase, example, precision: str) -> Shadow:

@@ -340,6 +340,12 @@ def nms_iou_boundary(inst: Instances, other: Instances, i: int, overlaps, nms_io
     }
 
 
+def _best_overlap(overlaps) -> Optional[int]:
+    """The instance of the other side a leftover overlaps most, if it overlaps any."""
+    overlaps = np.nan_to_num(np.asarray(overlaps, dtype=np.float64), nan=0.0)
+    return int(overlaps.argmax()) if overlaps.size and overlaps.max() > 0 else None
+
+
 def score_limit(tol: ResolvedTolerance, ref_scores) -> np.ndarray:
     """Allowed |score difference| per reference score: absolute plus relative (scores
     may be unbounded logits, e.g. heatmap maxima near 25)."""
@@ -365,7 +371,17 @@ def _measure_pairs(ref, cand, matching) -> dict:
     }
 
 
-def _judge_pairs(ref, cand, pairs, tol, boundary_distance, margin) -> tuple[list, list]:
+def knife_edge(unstable: Optional[dict], i) -> Optional[dict]:
+    """Evidence that reference instance `i` is numerically unstable: its own float32 and
+    shadow runs differ far beyond the rest of the image (deploy_parity/compare/noise.py)."""
+    if not unstable or i is None or int(i) not in unstable:
+        return None
+    return {"boundary": "rounding knife edge (the reference's own float32 and shadow runs: "
+                        + "; ".join(unstable[int(i)]) + ")",
+            "boundary_value": math.nan, "distance": 0.0}
+
+
+def _judge_pairs(ref, cand, pairs, tol, boundary_distance, margin, unstable=None) -> tuple[list, list]:
     """(failures, excused): the matched pairs out of tolerance, each with how far past its
     limit it is, and the failing pairs excused because the reference sits on a boundary.
 
@@ -422,6 +438,11 @@ def _judge_pairs(ref, cand, pairs, tol, boundary_distance, margin) -> tuple[list
                 f"{corner:.3g} px, score difference {score:.3g})"
             ),
         }
+        edge = knife_edge(unstable, r)
+        if edge is not None:
+            record.update(edge, why=f"the {side_name('reference')} instance sits on a {edge['boundary']}")
+            excused.append(record)
+            continue
         if broken != "score difference":
             # Two different objects paired only because each crossed a boundary: the
             # reference kept one at the cut, the candidate the other; or the candidate kept
@@ -462,11 +483,14 @@ def compare_boxes(
     topk: Optional[int] = None,
     output: str = "boxes",
     nms_iou_threshold: Optional[float] = None,
+    unstable: Optional[dict] = None,
 ) -> tuple[Comparison, Matching]:
     """Match by IoU, then judge pairs (IoU, corners, score, label) and leftovers.
 
     nms_iou_threshold: the model's own NMS IoU threshold; an instance on one side only
-    that overlaps a same-label instance of the other side at that IoU is ambiguous."""
+    that overlaps a same-label instance of the other side at that IoU is ambiguous.
+    unstable: {reference instance: [why]}, numerically unstable reference instances
+    (knife edges): a pair or leftover that differs on one of them is ambiguous."""
     margin = float(tol["ambiguity_margin"])
     matching = match_instances(ref, cand)
 
@@ -517,15 +541,17 @@ def compare_boxes(
     ignored_ref, ambiguous_ref, failing_ref = _judge_unmatched(
         "reference", ref, cand, matching.unmatched_ref, lambda i: matching.iou[i, :],
         score_threshold, margin, ref_boundaries,
-        nms_tie_of=lambda i: nms_iou_boundary(ref, cand, i, matching.iou[i, :], nms_iou_threshold, tol),
+        nms_tie_of=lambda i: (knife_edge(unstable, i)
+                              or nms_iou_boundary(ref, cand, i, matching.iou[i, :], nms_iou_threshold, tol)),
     )
     ignored_cand, ambiguous_cand, failing_cand = _judge_unmatched(
         "candidate", cand, ref, matching.unmatched_cand, lambda j: matching.iou[:, j],
         score_threshold, margin, cand_boundaries,
         nms_tie_of=lambda j: (nms_tie(ref, cand.boxes[j], tol)
+                              or knife_edge(unstable, _best_overlap(matching.iou[:, j]))
                               or nms_iou_boundary(cand, ref, j, matching.iou[:, j], nms_iou_threshold, tol)),
     )
-    pair_failures, excused_pairs = _judge_pairs(ref, cand, pairs, tol, boundary_distance, margin)
+    pair_failures, excused_pairs = _judge_pairs(ref, cand, pairs, tol, boundary_distance, margin, unstable)
     matching.excused = {(rec["ref_index"], rec["cand_index"]) for rec in excused_pairs}
     ambiguous = ambiguous_ref + ambiguous_cand + excused_pairs
     metrics["n_ambiguous"] = len(ambiguous)
@@ -577,6 +603,9 @@ def compare_boxes(
         first = ambiguous[0]
         if "why" in first:  # an excused pair
             detail = f"e.g. {first['description']}; excused: {first['why']}"
+        elif first["boundary"].startswith("rounding knife edge"):
+            detail = (f"e.g. {side_name(first['side'])} instance {first['index']} (box {format_box(first['box'])}, score "
+                      f"{first['score']:.6g}) is unmatched, at a {first['boundary']}")
         else:
             detail = (f"e.g. {side_name(first['side'])} instance {first['index']} (box {format_box(first['box'])}, score "
                       f"{first['score']:.6g}) is {first['distance']:.3g} from the {first['boundary']} "
@@ -585,7 +614,8 @@ def compare_boxes(
             Verdict.AMBIGUOUS,
             f"{len(ambiguous)} instance(s) or pair(s) differ only where the {side_name('reference')} sits on a "
             "decision "
-            f"boundary (within {margin:g} of a score threshold, top-k cut or tied NMS competitor); {detail}",
+            f"boundary (within {margin:g} of a score threshold, top-k cut or tied NMS competitor, or a box its own "
+            f"rounding moves far more than the rest of the image); {detail}",
             {"ambiguous": ambiguous[:EVIDENCE_LIMIT]},
         )
 

@@ -137,6 +137,7 @@ def compare_case_outputs(case, ref: dict, cand: dict, *, image_size, batch: int,
             deltas=deltas,
             noise=noise,
             shadow=shadows[index] if shadows else None,
+            unstable=noise.unstable.get(index) if noise is not None else None,
         )
     if noise is not None and not label:  # once per example (the batch check's labelled runs share one)
         from deploy_parity.compare.noise import robustness

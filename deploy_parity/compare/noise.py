@@ -53,6 +53,9 @@ NO_EMULATION = {"tf32": "no TF32 emulation on the CPU"}
 # not the same box moved by rounding: they are knife-edge evidence, never noise.
 KNIFE_EDGE_IOU = 0.5
 
+# The median of fewer per-pair values than this is no measure of an image's rounding.
+MIN_PAIRS = 3
+
 # tolerance field <- the measured quantity that widens it, per kind.
 WIDENS: Mapping[str, Mapping[str, str]] = {
     "boxes": {"corner_px": "corner_px", "score_abs": "score", "ambiguity_margin": "score", "shift_px": "shift_px"},
@@ -85,6 +88,9 @@ class NoiseFloor:
     values: dict = field(default_factory=dict)
     instances: Optional[list] = None
     why_not: str = ""
+    # sample -> {reference instance: [why]}: pairs whose own |reference - shadow| stands
+    # beyond factor x the example's median; knife edges, judged AMBIGUOUS where they differ.
+    unstable: dict = field(default_factory=dict)
 
     @property
     def measured(self) -> bool:
@@ -172,13 +178,16 @@ def _as_reference_dtypes(reference: dict, shadow: dict) -> dict:
     return out
 
 
-def _keep_max(values: dict, key, value) -> None:
-    if value is not None and np.isfinite(value):
-        values[key] = max(values.get(key, 0.0), float(value))
+def _per_pair(pairs: dict, key, sample: int, ref_index, values) -> None:
+    """Record each shadow-matched pair's |reference - shadow| of one quantity."""
+    for i, value in zip(np.asarray(ref_index).reshape(-1), np.asarray(values, dtype=np.float64).reshape(-1)):
+        if np.isfinite(value):
+            pairs.setdefault(key, []).append((sample, int(i), float(value)))
 
 
-def _measure_sample(ref, shadow, values: dict, deltas: list, peak_gap_floor: float) -> None:
-    """Fold one sample's |reference - shadow| into `values`; signed point errors into `deltas`."""
+def _measure_sample(sample: int, ref, shadow, pairs: dict, deltas: list, peak_gap_floor: float) -> None:
+    """One sample's |reference - shadow| per shadow-matched pair and quantity, into `pairs`;
+    signed point errors into `deltas`."""
     matching = match_instances(ref, shadow)
     if not matching.pairs:
         return
@@ -191,9 +200,9 @@ def _measure_sample(ref, shadow, values: dict, deltas: list, peak_gap_floor: flo
         return
     delta = shadow.boxes[s] - ref.boxes[r]
     if np.isfinite(delta).all():
-        _keep_max(values, ("boxes", "corner_px"), np.abs(delta).max())
-        deltas.append((delta[:, [0, 2]].ravel(), delta[:, [1, 3]].ravel()))
-    _keep_max(values, ("boxes", "score"), np.abs(shadow.scores[s] - ref.scores[r]).max())
+        _per_pair(pairs, ("boxes", "corner_px"), sample, r, np.abs(delta).max(axis=1))
+        deltas.append((sample, r, delta[:, [0, 2]], delta[:, [1, 3]]))
+    _per_pair(pairs, ("boxes", "score"), sample, r, np.abs(shadow.scores[s] - ref.scores[r]))
     if ref.keypoints is not None and shadow.keypoints is not None:
         rk = np.asarray(ref.keypoints, dtype=np.float64)[r]
         sk = np.asarray(shadow.keypoints, dtype=np.float64)[s]
@@ -202,20 +211,35 @@ def _measure_sample(ref, shadow, values: dict, deltas: list, peak_gap_floor: flo
             if ref.keypoint_peak_gap is not None:  # a tied heatmap peak jumps: a decision, not noise
                 steady = np.asarray(ref.keypoint_peak_gap, dtype=np.float64)[r] >= peak_gap_floor
             d = sk[..., :2] - rk[..., :2]
-            if steady.any():
-                _keep_max(values, ("keypoints", "pixel"), np.hypot(d[..., 0], d[..., 1])[steady].max())
-                deltas.append((d[..., 0][steady].ravel(), d[..., 1][steady].ravel()))
-            _keep_max(values, ("keypoints", "score"), np.abs(sk[..., 2] - rk[..., 2]).max())
+            distance = np.where(steady, np.hypot(d[..., 0], d[..., 1]), 0.0)
+            _per_pair(pairs, ("keypoints", "pixel"), sample, r, distance.max(axis=1))
+            deltas.append((sample, r, np.where(steady, d[..., 0], np.nan), np.where(steady, d[..., 1], np.nan)))
+            _per_pair(pairs, ("keypoints", "score"), sample, r, np.abs(sk[..., 2] - rk[..., 2]).max(axis=1))
     if ref.masks is not None and shadow.masks is not None:
         rm, sm = np.asarray(ref.masks), np.asarray(shadow.masks)
         if rm.shape[1:] == sm.shape[1:] and np.issubdtype(rm.dtype, np.floating):
-            _keep_max(values, ("masks", "soft"),
-                      max(float(np.abs(sm[j].astype(np.float64) - rm[i].astype(np.float64)).max(initial=0.0))
-                          for i, j in zip(r, s)))
+            _per_pair(pairs, ("masks", "soft"), sample, r,
+                      [float(np.abs(sm[j].astype(np.float64) - rm[i].astype(np.float64)).max(initial=0.0))
+                       for i, j in zip(r, s)])
+
+
+def _robust_floor(entries: list, factor: float, floor: float) -> tuple:
+    """(the example's noise floor, the unstable pairs): the largest per-pair value once the
+    pairs beyond factor x the median are set apart. One numerically unstable box (a random
+    head whose box moves 16 px between float32 and float64) must not widen the limit of
+    every other box in the image; it is a knife edge of its own (judged AMBIGUOUS where it
+    differs). With fewer than MIN_PAIRS pairs the median says nothing: the largest counts."""
+    values = np.array([v for _, _, v in entries])
+    if len(values) < MIN_PAIRS:
+        return float(values.max()), []
+    bound = factor * float(np.median(values))
+    unstable = [(sample, i, v) for sample, i, v in entries if v > bound and v > floor]
+    kept = values[~np.isin(np.arange(len(values)), [k for k, (_, _, v) in enumerate(entries) if v > bound and v > floor])]
+    return (float(kept.max()) if kept.size else 0.0), unstable
 
 
 def measure(case, reference: dict, shadow: Shadow, image_size, batch: int, precision: str, factor: float,
-            peak_gap_floor: float = 0.0) -> NoiseFloor:
+            peak_gap_floor: float = 0.0, floors: Optional[Mapping] = None) -> NoiseFloor:
     """The noise floor of one example: the reference against its shadow, through the case's
     own to_instances (so it measures what the comparators compare)."""
     if shadow.precision is None:
@@ -224,25 +248,41 @@ def measure(case, reference: dict, shadow: Shadow, image_size, batch: int, preci
         return unmeasured(precision, factor, shadow.why_not)
     how = HOW.get(shadow.precision, shadow.precision)
     outputs = _as_reference_dtypes(reference, shadow.outputs)
-    values: dict = {}
+    pairs: dict = {}
     instances, deltas = [], []
     try:
         for index in range(batch):
             ref_inst = case.to_instances(reference, index, image_size)
             shadow_inst = case.to_instances(outputs, index, image_size)
             instances.append(shadow_inst)
-            _measure_sample(ref_inst, shadow_inst, values, deltas, peak_gap_floor)
+            _measure_sample(index, ref_inst, shadow_inst, pairs, deltas, peak_gap_floor)
     except Exception as error:  # noqa: BLE001 - the shadow is evidence; without it the table applies
         return unmeasured(precision, factor, f"the case's to_instances failed on the {how}'s outputs: "
                                              f"{type(error).__name__}: {error}")
-    if deltas:
-        dx = np.concatenate([d[0] for d in deltas])
-        dy = np.concatenate([d[1] for d in deltas])
-        values[("shift", "shift_px")] = float(max(abs(dx.mean()), abs(dy.mean())))
+    values, unstable = {}, {}
+    for key, entries in pairs.items():
+        floor = float(floors.get(key, 0.0)) if floors else 0.0
+        values[key], outliers = _robust_floor(entries, factor, floor)
+        for sample, i, value in outliers:
+            name, unit = QUANTITY_NAMES[key]
+            unstable.setdefault(sample, {}).setdefault(i, []).append(
+                f"{name} {value:.3g}{unit}, over {factor:g} x the image's median {float(np.median([v for _, _, v in entries])):.2g}{unit}")
+    if deltas:  # the reference's own mean signed error, over its stable points
+        def stable(axis):
+            chunks = []
+            for sample, r, *xy in deltas:
+                keep = ~np.isin(r, list(unstable.get(sample, {})))
+                chunks.append(np.asarray(xy[axis], dtype=np.float64)[keep].ravel())
+            values_ = np.concatenate(chunks)
+            return values_[np.isfinite(values_)]
+
+        dx, dy = stable(0), stable(1)
+        if dx.size and dy.size:
+            values[("shift", "shift_px")] = float(max(abs(dx.mean()), abs(dy.mean())))
     for spec in case.outputs:
         if spec.kind == "raw" and spec.name in outputs:
             a = np.asarray(reference[spec.name], dtype=np.float64)
             b = np.asarray(outputs[spec.name], dtype=np.float64)
             if a.shape == b.shape and a.size and np.isfinite(b).all():
                 values[("tensor", spec.name)] = float(np.abs(a - b).max())
-    return NoiseFloor(precision, factor, how, values, instances)
+    return NoiseFloor(precision, factor, how, values, instances, unstable=unstable)

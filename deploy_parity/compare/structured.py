@@ -28,6 +28,7 @@ def compare_instances(
     deltas=None,
     noise: Optional[NoiseFloor] = None,
     shadow: Optional[Instances] = None,
+    unstable: Optional[dict] = None,
     **settings,
 ) -> list[Comparison]:
     """Compare one image's instances; one Comparison per kind present on either side.
@@ -39,6 +40,9 @@ def compare_instances(
     candidate fails against the float32 reference but agrees with the shadow, and the
     reference disagrees with its own shadow there, the reference sits on a rounding knife
     edge and the comparison is AMBIGUOUS with that evidence.
+    unstable: {reference instance: [why]}, instances whose own float32 / shadow
+    difference stands far beyond the image's (NoiseFloor.unstable): a difference on them
+    is AMBIGUOUS (a knife edge), never a pass and never a failure.
 
     Keypoints and masks are paired through the box matching, so instance order never
     matters. sigmas=None uses the COCO sigmas for 17 keypoints.
@@ -47,20 +51,20 @@ def compare_instances(
         judge = Judge(**settings)
     elif settings:
         raise TypeError(f"compare_instances: pass settings in the judge, not as {sorted(settings)}")
-    comparisons = _compare(ref, cand, judge, label, deltas, noise)
+    comparisons = _compare(ref, cand, judge, label, deltas, noise, unstable)
     if shadow is not None and any(c.verdict == Verdict.FAIL for c in comparisons):
         comparisons = _knife_edge(ref, cand, shadow, judge, label, noise, comparisons)
     return comparisons
 
 
-def _compare(ref, cand, judge: Judge, label, deltas, noise) -> list[Comparison]:
+def _compare(ref, cand, judge: Judge, label, deltas, noise, unstable=None) -> list[Comparison]:
     def name(kind):
         return f"{label} / {kind}" if label else kind
 
     boxes_tol = judge.tolerance("boxes", noise)
     box_comparison, matching = compare_boxes(
         ref, cand, boxes_tol, score_threshold=judge.score_threshold, topk=judge.topk, output=name("boxes"),
-        nms_iou_threshold=judge.nms_iou_threshold,
+        nms_iou_threshold=judge.nms_iou_threshold, unstable=unstable,
     )
     comparisons = [box_comparison]
     if deltas is not None:
