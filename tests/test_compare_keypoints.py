@@ -230,3 +230,18 @@ def test_uses_the_box_matching_from_compare_boxes():
     cand = ref.select([1, 0])
     _, matching = compare_boxes(ref, cand, BOX_TOL)
     assert compare_keypoints(ref, cand, matching, TOL).verdict == Verdict.PASS
+
+
+@settings(max_examples=20, deadline=None)
+@given(people(), st.data())
+def test_the_candidates_own_peak_gaps_are_compared_not_only_read(ref, data):
+    # keypoint-rcnn's peak-gap output was read from both sides but used from the reference
+    # alone (for ties): the graph's value was never checked. Now it is, like a score.
+    i = data.draw(st.integers(0, len(ref) - 1))
+    j = data.draw(st.integers(0, K - 1))
+    gap = ref.keypoint_peak_gap.copy()
+    gap[i, j] += data.draw(st.floats(0.05, 5.0))
+    result = compare(ref, copy_of(ref, peak_gap=gap))
+    assert result.verdict == Verdict.FAIL
+    assert f"instance {i} keypoint {j}" in result.message and "best heatmap peak beats the second" in result.message
+    assert compare(ref, copy_of(ref)).verdict == Verdict.PASS
