@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
+import numpy as np
+
 from deploy_parity.backends import Backend, RunnerContext, onnx_for, reference_runner
 from deploy_parity.contracts.bounds import (ShapeBounds, case_bounds, intersect, onnx_graph_bounds, per_target_bounds,
                                   with_input_dtypes)
@@ -80,6 +82,9 @@ class RunnerPool:
             self._answers.move_to_end(key)
             return answers
         answers = ReferenceAnswers(self.reference(case).infer(self.feed(case, example)))
+        for array in answers.outputs.values():  # shared by every backend: nobody may write into it
+            if isinstance(array, np.ndarray):
+                array.flags.writeable = False
         self.reference_runs += 1
         self._answers[key] = answers
         self._answer_bytes += answers.nbytes()
@@ -92,7 +97,9 @@ class RunnerPool:
         """The noise floor of `example` for the judge's precision: the reference against its
         shadow (float64 for fp32 rows), run once per example and shared."""
         answers = self.answers(case, example)
-        key = (judge.precision, judge.noise_factor)
+        floors = {quantity: float(judge.row(quantity[0])[name]) for quantity, name in FLOOR_FIELDS.items()}
+        peak_gap = float(judge.row("keypoints")["peak_gap"])
+        key = (judge.precision, judge.noise_factor, peak_gap, tuple(sorted(floors.items())))
         if key not in answers.noise:
             shadow_precision = SHADOW_PRECISION.get(judge.precision)
             shadow = Shadow(None)
@@ -102,10 +109,9 @@ class RunnerPool:
                     answers.shadows[shadow_precision] = self._shadow(case, example, shadow_precision)
                     self._answer_bytes += answers.nbytes() - before
                 shadow = answers.shadows[shadow_precision]
-            floors = {quantity: float(judge.row(quantity[0])[name]) for quantity, name in FLOOR_FIELDS.items()}
             answers.noise[key] = measure(case, answers.outputs, shadow, (example.height, example.width),
                                          example.batch, judge.precision, judge.noise_factor,
-                                         peak_gap_floor=float(judge.row("keypoints")["peak_gap"]), floors=floors)
+                                         peak_gap_floor=peak_gap, floors=floors)
         return answers.noise[key]
 
     def _shadow(self, case: ModelCase, example, precision: str) -> Shadow:

@@ -121,14 +121,19 @@ class PropertyRun:
 
         ex = result.example
 
-        judge = self.pool.judge(self.case, self.backend)
-        # The example's noise floor: a stage that differs by the model's own rounding agrees.
-        noise = self.pool.noise(self.case, ex, judge).limits_only()
+        from deploy_parity.compare.judge import Judge
+
+        judges = {}
 
         def agrees(left, right, backend, precision) -> bool:
-            same = (backend, precision) == (judge.backend, judge.precision)
-            comparisons = compare_case_outputs(self.case, left, right, judge=judge if same else None,
-                                               backend=backend, precision=precision, noise=noise if same else None,
+            # Every link is judged like parity: its precision's noise floor on this example
+            # (a stage that differs by the model's own rounding agrees), no robustness verdict.
+            key = (backend, precision)
+            if key not in judges:
+                judges[key] = Judge.for_case(self.case, backend, precision)
+            judge = judges[key]
+            noise = self.pool.noise(self.case, ex, judge).limits_only()
+            comparisons = compare_case_outputs(self.case, left, right, judge=judge, noise=noise,
                                                image_size=(ex.height, ex.width), batch=ex.batch)
             return combine(c.verdict for c in comparisons) not in (Verdict.FAIL, Verdict.ERROR)
 

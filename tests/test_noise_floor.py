@@ -182,23 +182,33 @@ def test_one_unstable_box_does_not_widen_the_others_and_is_a_knife_edge_itself()
 
     # Per-pair corner noise of one example: four ordinary boxes and one 16-px outlier.
     entries = [(0, 0, 0.004), (0, 1, 0.006), (0, 2, 0.005), (0, 3, 0.003), (0, 4, 16.0)]
-    floor, unstable = _robust_floor(entries, 20.0, 0.01)
-    assert floor == pytest.approx(0.006) and [(s, i) for s, i, _ in unstable] == [(0, 4)]
-    # With fewer than three pairs there is no median to stand out from: the largest counts.
-    assert _robust_floor(entries[3:], 20.0, 0.01) == (16.0, [])
+    floor, unstable, typical = _robust_floor(entries, 20.0, 0.01)
+    assert floor == pytest.approx(0.006) and typical == pytest.approx(0.005)
+    assert [(s, i) for s, i, _ in unstable] == [(0, 4)]
+    # Two pairs: which is odd is unknowable, so the smaller is typical; the 16 px one never
+    # widens the other's limit. One pair: its own rounding is all there is.
+    assert _robust_floor(entries[3:], 20.0, 0.01)[:2] == (0.003, [(0, 4, 16.0)])
+    assert _robust_floor(entries[4:], 20.0, 0.01)[:2] == (16.0, [])
 
     judge = Judge("onnxrt-cpu", "fp32", model="toy", score_threshold=0.5)
     boxes = [[10, 10, 60, 80], [100, 20, 150, 90], [20, 100, 90, 160], [120, 110, 180, 170], [200, 20, 260, 120]]
-    reference = _people(boxes, [0.9, 0.8, 0.75, 0.7, 0.65])
+    scores = [0.9, 0.8, 0.75, 0.7, 0.65]
+    reference = _people(boxes, scores)
     moved = np.array(boxes, dtype=np.float64)
     moved[4] += [16, 0, 16, 0]  # the unstable box moves 16 px (IoU 0.58)
     noise = _noise(corner_px=floor)
-    why = {4: ["box corners 16 px, over 20 x the image's median 0.005 px"]}
-    [edge] = compare_instances(reference, _people(moved, [0.9, 0.8, 0.75, 0.7, 0.65]), judge, noise=noise,
-                               unstable=why)
+    own = {4: {"limits": {("boxes", "corner_px"): 20 * 16.0},
+               "why": ["box corners 16 px, over 20 x the example's typical 0.005 px"]}}
+    [edge] = compare_instances(reference, _people(moved, scores), judge, noise=noise, unstable=own)
     assert edge.verdict == Verdict.AMBIGUOUS and "rounding knife edge" in edge.message
     # ... while a 0.5 px error on a stable box still fails: the outlier widened nothing.
-    moved[0] += [0.5, 0, 0.5, 0]
-    [caught] = compare_instances(reference, _people(moved, [0.9, 0.8, 0.75, 0.7, 0.65]), judge, noise=noise,
-                                 unstable=why)
+    stable_moved = moved.copy()
+    stable_moved[0] += [0.5, 0, 0.5, 0]
+    [caught] = compare_instances(reference, _people(stable_moved, scores), judge, noise=noise, unstable=own)
     assert caught.verdict == Verdict.FAIL and "reference instance 0" in caught.message
+    # ... and the unstable instance itself is never excused for a changed label or for vanishing.
+    relabelled = _people(moved, scores)
+    relabelled.labels[4] = 1
+    assert compare_instances(reference, relabelled, judge, noise=noise, unstable=own)[0].verdict == Verdict.FAIL
+    dropped = _people(moved[:4], scores[:4])
+    assert compare_instances(reference, dropped, judge, noise=noise, unstable=own)[0].verdict == Verdict.FAIL

@@ -340,12 +340,6 @@ def nms_iou_boundary(inst: Instances, other: Instances, i: int, overlaps, nms_io
     }
 
 
-def _best_overlap(overlaps) -> Optional[int]:
-    """The instance of the other side a leftover overlaps most, if it overlaps any."""
-    overlaps = np.nan_to_num(np.asarray(overlaps, dtype=np.float64), nan=0.0)
-    return int(overlaps.argmax()) if overlaps.size and overlaps.max() > 0 else None
-
-
 def score_limit(tol: ResolvedTolerance, ref_scores) -> np.ndarray:
     """Allowed |score difference| per reference score: absolute plus relative (scores
     may be unbounded logits, e.g. heatmap maxima near 25)."""
@@ -371,14 +365,21 @@ def _measure_pairs(ref, cand, matching) -> dict:
     }
 
 
-def knife_edge(unstable: Optional[dict], i) -> Optional[dict]:
-    """Evidence that reference instance `i` is numerically unstable: its own float32 and
-    shadow runs differ far beyond the rest of the image (deploy_parity/compare/noise.py)."""
-    if not unstable or i is None or int(i) not in unstable:
+def _within_own_rounding(unstable: Optional[dict], r: int, pairs: dict, p: int, ref, tol, allowed_score) -> Optional[str]:
+    """Why a failing pair is a knife edge, or None: its reference instance is numerically
+    unstable (its own float32 and shadow runs differ far beyond the rest of the example,
+    deploy_parity/compare/noise.py), and the pair is within the limits that instance's own
+    rounding sets. A changed label is never excused."""
+    own = (unstable or {}).get(int(r))
+    if own is None or pairs["label_differs"][p]:
         return None
-    return {"boundary": "rounding knife edge (the reference's own float32 and shadow runs: "
-                        + "; ".join(unstable[int(i)]) + ")",
-            "boundary_value": math.nan, "distance": 0.0}
+    corner = max(float(tol["corner_px"]), own["limits"].get(("boxes", "corner_px"), 0.0))
+    score = max(float(allowed_score[p]), own["limits"].get(("boxes", "score_abs"), 0.0))
+    iou = min(float(tol["min_iou"]), float(iou_at_corner_error(ref.boxes[r], corner)[0]))
+    if (pairs["corner_px"][p] <= corner and pairs["score_abs"][p] <= score
+            and (pairs["degenerate"][p] or pairs["iou"][p] >= iou)):
+        return "; ".join(own["why"])
+    return None
 
 
 def _judge_pairs(ref, cand, pairs, tol, boundary_distance, margin, unstable=None) -> tuple[list, list]:
@@ -418,7 +419,7 @@ def _judge_pairs(ref, cand, pairs, tol, boundary_distance, margin, unstable=None
         if broken == "label":
             lead = f"label {int(ref.labels[r])} became {int(cand.labels[c])}"
         elif broken == "IoU":
-            lead = f"IoU {iou:.4f} < {iou_limit[p]:.4g}{tol.explain('corner_px', ' px')}"
+            lead = f"IoU {iou:.4f} < {iou_limit[p]:.4g}"
         elif broken == "corner error":
             lead = f"corner error {beyond(corner, corner_limit, ' px')}{tol.explain('corner_px', ' px')}"
         else:
@@ -438,9 +439,11 @@ def _judge_pairs(ref, cand, pairs, tol, boundary_distance, margin, unstable=None
                 f"{corner:.3g} px, score difference {score:.3g})"
             ),
         }
-        edge = knife_edge(unstable, r)
+        edge = _within_own_rounding(unstable, r, pairs, p, ref, tol, allowed_score)
         if edge is not None:
-            record.update(edge, why=f"the {side_name('reference')} instance sits on a {edge['boundary']}")
+            record["why"] = (f"a rounding knife edge: the {side_name('reference')}'s own float32 and shadow runs "
+                             f"move this instance far more than the rest of the example ({edge}), and the pair is "
+                             "within what that rounding explains")
             excused.append(record)
             continue
         if broken != "score difference":
@@ -489,8 +492,10 @@ def compare_boxes(
 
     nms_iou_threshold: the model's own NMS IoU threshold; an instance on one side only
     that overlaps a same-label instance of the other side at that IoU is ambiguous.
-    unstable: {reference instance: [why]}, numerically unstable reference instances
-    (knife edges): a pair or leftover that differs on one of them is ambiguous."""
+    unstable: NoiseFloor.unstable of this image, the numerically unstable reference
+    instances with the limits their own rounding sets: a pair on one of them that fails
+    the example's limits but keeps its own is ambiguous (a knife edge); a leftover or a
+    changed label never is."""
     margin = float(tol["ambiguity_margin"])
     matching = match_instances(ref, cand)
 
@@ -541,14 +546,12 @@ def compare_boxes(
     ignored_ref, ambiguous_ref, failing_ref = _judge_unmatched(
         "reference", ref, cand, matching.unmatched_ref, lambda i: matching.iou[i, :],
         score_threshold, margin, ref_boundaries,
-        nms_tie_of=lambda i: (knife_edge(unstable, i)
-                              or nms_iou_boundary(ref, cand, i, matching.iou[i, :], nms_iou_threshold, tol)),
+        nms_tie_of=lambda i: nms_iou_boundary(ref, cand, i, matching.iou[i, :], nms_iou_threshold, tol),
     )
     ignored_cand, ambiguous_cand, failing_cand = _judge_unmatched(
         "candidate", cand, ref, matching.unmatched_cand, lambda j: matching.iou[:, j],
         score_threshold, margin, cand_boundaries,
         nms_tie_of=lambda j: (nms_tie(ref, cand.boxes[j], tol)
-                              or knife_edge(unstable, _best_overlap(matching.iou[:, j]))
                               or nms_iou_boundary(cand, ref, j, matching.iou[:, j], nms_iou_threshold, tol)),
     )
     pair_failures, excused_pairs = _judge_pairs(ref, cand, pairs, tol, boundary_distance, margin, unstable)
@@ -603,9 +606,6 @@ def compare_boxes(
         first = ambiguous[0]
         if "why" in first:  # an excused pair
             detail = f"e.g. {first['description']}; excused: {first['why']}"
-        elif first["boundary"].startswith("rounding knife edge"):
-            detail = (f"e.g. {side_name(first['side'])} instance {first['index']} (box {format_box(first['box'])}, score "
-                      f"{first['score']:.6g}) is unmatched, at a {first['boundary']}")
         else:
             detail = (f"e.g. {side_name(first['side'])} instance {first['index']} (box {format_box(first['box'])}, score "
                       f"{first['score']:.6g}) is {first['distance']:.3g} from the {first['boundary']} "

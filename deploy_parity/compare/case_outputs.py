@@ -137,9 +137,9 @@ def compare_case_outputs(case, ref: dict, cand: dict, *, image_size, batch: int,
             deltas=deltas,
             noise=noise,
             shadow=shadows[index] if shadows else None,
-            unstable=noise.unstable.get(index) if noise is not None else None,
+            unstable=noise.unstable.get(index) if noise is not None and noise.precision == "fp32" else None,
         )
-    if noise is not None and not label:  # once per example (the batch check's labelled runs share one)
+    if noise is not None:
         from deploy_parity.compare.noise import robustness
 
         fragile = robustness(noise, judge.row)
@@ -155,8 +155,10 @@ def compare_case_outputs(case, ref: dict, cand: dict, *, image_size, batch: int,
         judge.outputs_checked = True
     for spec in case.outputs:
         if spec.kind == "raw":
-            tol = judge.tolerance("tensor", noise, spec.name)
-            comparisons.append(compare_tensors(ref[spec.name], cand[spec.name], tol, f"{prefix}{spec.name}"))
+            tol = judge.tolerance("tensor", noise)
+            own = noise.tensors.get(spec.name) if noise is not None else None
+            comparisons.append(compare_tensors(ref[spec.name], cand[spec.name], tol, f"{prefix}{spec.name}",
+                                               noise=None if own is None else (own, noise.factor, noise.how)))
     return comparisons
 
 

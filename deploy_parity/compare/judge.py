@@ -45,10 +45,10 @@ class Judge:
             self._rows[kind] = lookup(kind, self.backend, self.precision, self.overrides, self.model)
         return self._rows[kind]
 
-    def tolerance(self, kind: str, noise: Optional[NoiseFloor] = None, output: Optional[str] = None) -> ResolvedTolerance:
+    def tolerance(self, kind: str, noise: Optional[NoiseFloor] = None) -> ResolvedTolerance:
         """The limits of one comparison: the row, widened by this example's noise floor."""
         row = self.row(kind)
-        return row if noise is None else noise.widen(row, output)
+        return row if noise is None else noise.widen(row)
 
     @property
     def noise_factor(self) -> float:

@@ -11,6 +11,8 @@ soft values, so none of their pixels is excused.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from .boxes import Matching, first_nonfinite
@@ -118,6 +120,7 @@ def compare_masks(
     *,
     threshold: float = 0.5,
     output: str = "masks",
+    unstable: Optional[dict] = None,
 ) -> Comparison:
     """Judge the masks of matched instances: IoU after thresholding at `threshold`,
     fraction of boundary pixels that flip, largest soft difference."""
@@ -202,6 +205,13 @@ def compare_masks(
     min_iou = float(tol["min_iou"])
     max_boundary = float(tol["max_boundary_disagreement"])
     fails = (iou < min_iou) | (boundary_disagreement > max_boundary) | (soft_abs > soft_limit)
+    # A numerically unstable reference instance's soft mask (deploy_parity/compare/noise.py)
+    # is judged by its own rounding: a soft error beyond the example's limit but within its
+    # own, with IoU and boundary in limits, is a knife edge (AMBIGUOUS).
+    own_soft = np.array([(unstable or {}).get(int(i), {}).get("limits", {}).get(("masks", "soft_abs"), 0.0)
+                         for i in ref_idx], dtype=np.float64)
+    edge = fails & (iou >= min_iou) & (boundary_disagreement <= max_boundary) & (soft_abs <= own_soft)
+    fails &= ~edge
     # How far past its limit each metric is (>1 breaks it).
     excess = np.stack(
         [
@@ -259,6 +269,16 @@ def compare_masks(
                 "worst": pair_record(worst),
                 "pairs": [pair_record(p) for p in np.flatnonzero(fails)[:EVIDENCE_LIMIT]],
             },
+        )
+
+    if edge.any():
+        p = int(np.flatnonzero(edge)[0])
+        return result(
+            Verdict.AMBIGUOUS,
+            metrics,
+            f"{int(edge.sum())} mask(s) differ beyond the example's soft limit only where the {side_name('reference')} "
+            f"instance is a rounding knife edge ({'; '.join(unstable[int(ref_idx[p])]['why'])}); e.g. {pair_text(p)}",
+            {"pairs": [pair_record(q) for q in np.flatnonzero(edge)[:EVIDENCE_LIMIT]]},
         )
 
     if only_at_threshold.any():

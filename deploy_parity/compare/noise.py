@@ -88,9 +88,16 @@ class NoiseFloor:
     values: dict = field(default_factory=dict)
     instances: Optional[list] = None
     why_not: str = ""
-    # sample -> {reference instance: [why]}: pairs whose own |reference - shadow| stands
-    # beyond factor x the example's median; knife edges, judged AMBIGUOUS where they differ.
+    # sample -> {reference instance: {"limits": {(kind, field): factor x its own noise},
+    # "why": [...]}}: pairs whose own |reference - shadow| stands beyond factor x the
+    # example's typical one. They widen only their own limits, and a difference within
+    # them is a knife edge (AMBIGUOUS), never a pass (deploy_parity/compare/boxes.py).
     unstable: dict = field(default_factory=dict)
+    worst: dict = field(default_factory=dict)  # (kind, quantity) -> the largest, unstable pairs included
+    tensors: dict = field(default_factory=dict)  # raw output -> |reference - shadow| per element
+    # Whether a reduced precision's robustness verdict is due here (the parity check's own
+    # comparison, not the batch check or a localiser's stage).
+    judges_robustness: bool = True
 
     @property
     def measured(self) -> bool:
@@ -101,18 +108,19 @@ class NoiseFloor:
         return ROUNDING.get(self.precision, f"{self.precision} rounding")
 
     def limits_only(self) -> "NoiseFloor":
-        """The same limits without the knife-edge evidence: for checks whose two sides are
-        both the candidate (batch consistency), where the shadow has no side to take."""
-        return replace(self, instances=None)
+        """The same limits without the knife-edge evidence and robustness verdict: for checks
+        whose two sides are not reference and candidate (batch consistency: image i's two
+        candidate runs; a localiser's stages), where the shadow has no side to take and the
+        reference's instance numbers mean nothing."""
+        return replace(self, instances=None, unstable={}, judges_robustness=False)
 
-    def widen(self, tol: ResolvedTolerance, output: Optional[str] = None) -> ResolvedTolerance:
-        """`tol` with each noise-tracked field at max(floor, factor x noise); `output`
-        names a raw tensor output (kind "tensor", whose atol follows its own noise)."""
+    def widen(self, tol: ResolvedTolerance) -> ResolvedTolerance:
+        """`tol` with each noise-tracked field at max(floor, factor x noise). (Raw tensors
+        are widened per element: compare_tensors reads `tensors`.)"""
         if not self.measured:
             return tol.with_noise(tol.values, {}, f"table row only: {self.why_not}")
-        fields = {"atol": ("tensor", output)} if tol.kind in ("tensor",) and output else {
-            name: (tol.kind if quantity != "shift_px" else "shift", quantity)
-            for name, quantity in WIDENS.get(tol.kind, {}).items()}
+        fields = {name: (tol.kind if quantity != "shift_px" else "shift", quantity)
+                  for name, quantity in WIDENS.get(tol.kind, {}).items()}
         values, noise = dict(tol.values), {}
         for name, key in fields.items():
             if name not in values or key not in self.values:
@@ -140,10 +148,10 @@ def robustness(noise: NoiseFloor, row) -> Optional["Comparison"]:
     the engine's own comparisons (which its noise floor then judges)."""
     from .verdict import Comparison, Verdict
 
-    if noise.precision == "fp32" or not noise.measured:
+    if noise.precision == "fp32" or not noise.measured or not noise.judges_robustness:
         return None
     beyond = []
-    for key, value in sorted(noise.values.items()):
+    for key, value in sorted({**noise.values, **noise.worst}.items()):  # unstable pairs count here
         if key not in FLOOR_FIELDS:
             continue
         floor = float(row(key[0])[FLOOR_FIELDS[key]])
@@ -154,7 +162,7 @@ def robustness(noise: NoiseFloor, row) -> Optional["Comparison"]:
         return None
     return Comparison(
         kind="robustness", output=f"model under {noise.precision}", verdict=Verdict.FAIL,
-        metrics={f"{k[0]}.{k[1]}": float(noise.values[k]) for k, _ in beyond},
+        metrics={f"{k[0]}.{k[1]}": float({**noise.values, **noise.worst}[k]) for k, _ in beyond},
         message=(f"the model itself is not {noise.precision}-robust: {noise.how} moves " + "; ".join(t for _, t in beyond)
                  + ". This is the model, not the engine: the engine's own comparisons are judged against this "
                    "floor. Keep this model in fp32, or make it robust (e.g. keep its head in fp32)"),
@@ -223,19 +231,27 @@ def _measure_sample(sample: int, ref, shadow, pairs: dict, deltas: list, peak_ga
                        for i, j in zip(r, s)])
 
 
+def _typical(values: np.ndarray) -> float:
+    """The example's typical per-pair rounding: the median of three or more pairs, the
+    smaller of two (which of two is the odd one is unknowable: the smaller never lets an
+    unstable pair widen a stable one's limit), the one value of one pair."""
+    if len(values) >= MIN_PAIRS:
+        return float(np.median(values))
+    return float(values.min())
+
+
 def _robust_floor(entries: list, factor: float, floor: float) -> tuple:
-    """(the example's noise floor, the unstable pairs): the largest per-pair value once the
-    pairs beyond factor x the median are set apart. One numerically unstable box (a random
-    head whose box moves 16 px between float32 and float64) must not widen the limit of
-    every other box in the image; it is a knife edge of its own (judged AMBIGUOUS where it
-    differs). With fewer than MIN_PAIRS pairs the median says nothing: the largest counts."""
+    """(the example's noise floor, the unstable pairs, the typical value): the largest
+    per-pair value once the pairs beyond factor x the typical one are set apart. One
+    numerically unstable box (a random head whose box moves 16 px between float32 and
+    float64) must not widen the limit of every other box in the image: it widens only its
+    own limit, and a difference there within its own rounding is a knife edge (AMBIGUOUS)."""
     values = np.array([v for _, _, v in entries])
-    if len(values) < MIN_PAIRS:
-        return float(values.max()), []
-    bound = factor * float(np.median(values))
-    unstable = [(sample, i, v) for sample, i, v in entries if v > bound and v > floor]
-    kept = values[~np.isin(np.arange(len(values)), [k for k, (_, _, v) in enumerate(entries) if v > bound and v > floor])]
-    return (float(kept.max()) if kept.size else 0.0), unstable
+    typical = _typical(values)
+    outlier = (values > factor * typical) & (values > floor)
+    unstable = [entry for entry, out in zip(entries, outlier) if out]
+    kept = values[~outlier]
+    return (float(kept.max()) if kept.size else 0.0), unstable, typical
 
 
 def measure(case, reference: dict, shadow: Shadow, image_size, batch: int, precision: str, factor: float,
@@ -250,39 +266,44 @@ def measure(case, reference: dict, shadow: Shadow, image_size, batch: int, preci
     outputs = _as_reference_dtypes(reference, shadow.outputs)
     pairs: dict = {}
     instances, deltas = [], []
-    try:
-        for index in range(batch):
-            ref_inst = case.to_instances(reference, index, image_size)
+    for index in range(batch):
+        ref_inst = case.to_instances(reference, index, image_size)  # the comparators read it alike: errors surface there
+        try:
             shadow_inst = case.to_instances(outputs, index, image_size)
-            instances.append(shadow_inst)
-            _measure_sample(index, ref_inst, shadow_inst, pairs, deltas, peak_gap_floor)
-    except Exception as error:  # noqa: BLE001 - the shadow is evidence; without it the table applies
-        return unmeasured(precision, factor, f"the case's to_instances failed on the {how}'s outputs: "
-                                             f"{type(error).__name__}: {error}")
-    values, unstable = {}, {}
+        except Exception as error:  # noqa: BLE001 - the shadow is evidence; without it the table applies
+            return unmeasured(precision, factor, f"the case's to_instances failed on the {how}'s outputs: "
+                                                 f"{type(error).__name__}: {error}")
+        instances.append(shadow_inst)
+        _measure_sample(index, ref_inst, shadow_inst, pairs, deltas, peak_gap_floor)
+    values, worst, unstable = {}, {}, {}
     for key, entries in pairs.items():
         floor = float(floors.get(key, 0.0)) if floors else 0.0
-        values[key], outliers = _robust_floor(entries, factor, floor)
+        values[key], outliers, typical = _robust_floor(entries, factor, floor)
+        worst[key] = max(v for _, _, v in entries)
+        name, unit = QUANTITY_NAMES[key]
         for sample, i, value in outliers:
-            name, unit = QUANTITY_NAMES[key]
-            unstable.setdefault(sample, {}).setdefault(i, []).append(
-                f"{name} {value:.3g}{unit}, over {factor:g} x the image's median {float(np.median([v for _, _, v in entries])):.2g}{unit}")
+            own = unstable.setdefault(sample, {}).setdefault(i, {"limits": {}, "why": []})
+            own["limits"][(key[0], FLOOR_FIELDS[key])] = factor * value
+            own["why"].append(f"{name} {value:.3g}{unit}, over {factor:g} x the example's typical {typical:.2g}{unit}")
     if deltas:  # the reference's own mean signed error, over its stable points
         def stable(axis):
             chunks = []
             for sample, r, *xy in deltas:
                 keep = ~np.isin(r, list(unstable.get(sample, {})))
                 chunks.append(np.asarray(xy[axis], dtype=np.float64)[keep].ravel())
-            values_ = np.concatenate(chunks)
-            return values_[np.isfinite(values_)]
+            kept = np.concatenate(chunks)
+            return kept[np.isfinite(kept)]
 
         dx, dy = stable(0), stable(1)
         if dx.size and dy.size:
             values[("shift", "shift_px")] = float(max(abs(dx.mean()), abs(dy.mean())))
+    tensors = {}
     for spec in case.outputs:
         if spec.kind == "raw" and spec.name in outputs:
-            a = np.asarray(reference[spec.name], dtype=np.float64)
-            b = np.asarray(outputs[spec.name], dtype=np.float64)
-            if a.shape == b.shape and a.size and np.isfinite(b).all():
-                values[("tensor", spec.name)] = float(np.abs(a - b).max())
-    return NoiseFloor(precision, factor, how, values, instances, unstable=unstable)
+            a, b = np.asarray(reference[spec.name]), np.asarray(outputs[spec.name])
+            if np.issubdtype(a.dtype, np.floating) and a.shape == b.shape and a.size:
+                # Per element: a raw tensor may mix scales (coordinates near 640 beside
+                # probabilities); NaN/Inf in the shadow widen nothing.
+                tensors[spec.name] = np.nan_to_num(np.abs(a.astype(np.float64) - b.astype(np.float64)),
+                                                   nan=0.0, posinf=0.0, neginf=0.0)
+    return NoiseFloor(precision, factor, how, values, instances, unstable=unstable, worst=worst, tensors=tensors)

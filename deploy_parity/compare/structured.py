@@ -82,7 +82,7 @@ def _compare(ref, cand, judge: Judge, label, deltas, noise, unstable=None) -> li
                     ref, cand, matching, tol,
                     sigmas=judge.sigmas, output=name("keypoints"), index_wise=judge.index_wise_keypoints,
                     score_threshold=judge.score_threshold, deltas=deltas,
-                    visibility_threshold=judge.visibility_threshold,
+                    visibility_threshold=judge.visibility_threshold, unstable=unstable,
                 )
             )
 
@@ -91,7 +91,7 @@ def _compare(ref, cand, judge: Judge, label, deltas, noise, unstable=None) -> li
         if ref.masks is None or cand.masks is None:
             comparisons.append(_presence_failure("masks", name("masks"), ref.masks, cand.masks, tol))
         else:
-            comparisons.append(compare_masks(ref, cand, matching, tol, output=name("masks")))
+            comparisons.append(compare_masks(ref, cand, matching, tol, output=name("masks"), unstable=unstable))
 
     return comparisons
 
@@ -109,7 +109,7 @@ def _knife_edge(ref, cand, shadow, judge, label, noise, comparisons) -> list[Com
         agrees = against_shadow.get(comparison.kind)
         own = reference_vs_shadow.get(comparison.kind)
         if (comparison.verdict == Verdict.FAIL and agrees is not None and own is not None
-                and agrees.verdict in (Verdict.PASS, Verdict.AMBIGUOUS) and own.verdict != Verdict.PASS):
+                and agrees.verdict in (Verdict.PASS, Verdict.AMBIGUOUS) and own.verdict in (Verdict.FAIL, Verdict.AMBIGUOUS)):
             comparison.verdict = Verdict.AMBIGUOUS
             comparison.evidence = {**comparison.evidence, "knife_edge": {
                 "reference_vs_shadow": own.message, "candidate_vs_shadow": agrees.message,

@@ -8,8 +8,12 @@ from deploy_parity.compare.tolerances import ResolvedTolerance
 from deploy_parity.compare.verdict import Comparison, Verdict, noise_record, side_name
 
 
-def compare_tensors(ref: np.ndarray, cand: np.ndarray, tol: ResolvedTolerance, output: str, kind: str = "tensor") -> Comparison:
-    """Elementwise |cand - ref| <= atol + rtol*|ref|, in order: shape, dtype kind, NaN, values."""
+def compare_tensors(ref: np.ndarray, cand: np.ndarray, tol: ResolvedTolerance, output: str, kind: str = "tensor",
+                    noise=None) -> Comparison:
+    """Elementwise |cand - ref| <= atol + rtol*|ref|, in order: shape, dtype kind, NaN, values.
+
+    noise: (|reference - shadow| per element, factor, how) from the example's noise floor:
+    each element's limit is then max(atol + rtol*|ref|, factor x its own noise)."""
     base = dict(kind=kind, output=output, tolerance=dict(tol.values), tolerance_source=tol.source,
                 noise=noise_record(tol))
     ref = np.asarray(ref)
@@ -41,6 +45,11 @@ def compare_tensors(ref: np.ndarray, cand: np.ndarray, tol: ResolvedTolerance, o
     abs_err = np.abs(a - b)
     rel_err = abs_err / np.maximum(np.abs(a), 1e-12)
     allowed = tol["atol"] + tol["rtol"] * np.abs(a)
+    widened = ""
+    if noise is not None and np.shape(noise[0]) == a.shape:
+        own, factor, how = noise
+        allowed = np.maximum(allowed, factor * own)
+        widened = f"; or {factor:g} x the element's own rounding ({how})"
     out = abs_err > allowed
     worst = np.unravel_index(int(np.argmax(abs_err - allowed)), a.shape)
     metrics = {
@@ -56,7 +65,7 @@ def compare_tensors(ref: np.ndarray, cand: np.ndarray, tol: ResolvedTolerance, o
     message = (
         f"{output}: {out.sum()} of {out.size} elements out of tolerance; worst at {tuple(int(i) for i in worst)}: "
         f"{ref_name} {a[worst]:.6g}, {cand_name} {b[worst]:.6g} (|diff| {abs_err[worst]:.3g}, "
-        f"max abs {metrics['max_abs']:.3g}, max rel {metrics['max_rel']:.3g}; limit atol {tol['atol']:.3g} + rtol "
-        f"{tol['rtol']:.3g} x |{ref_name}|{tol.explain('atol')})"
+        f"max abs {metrics['max_abs']:.3g}, max rel {metrics['max_rel']:.3g}; limit {allowed[worst]:.3g}: atol "
+        f"{tol['atol']:.3g} + rtol {tol['rtol']:.3g} x |{ref_name}|{widened}{tol.explain('atol')})"
     )
     return Comparison(verdict=Verdict.FAIL if failed else Verdict.PASS, metrics=metrics, message=message, **base)

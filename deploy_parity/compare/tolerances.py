@@ -78,8 +78,8 @@ class ResolvedTolerance:
         own rounding of that quantity, the factor and the limit it gives, or the table row
         when the noise floor was not measured. "" when the tolerance says nothing more."""
         entry = self.noise.get(name)
-        if entry is None:
-            return f" ({self.noise_note})" if self.noise_note else ""
+        if entry is None:  # the floor alone: say why only when no noise floor was measured at all
+            return f" ({self.noise_note})" if self.noise_note.startswith("table row only") else ""
         scaled = entry["factor"] * entry["noise"]
         which = (f"{entry['factor']:g} x" if scaled >= entry["floor"]
                  else f"the table's floor; {entry['factor']:g} x would be {scaled:.2g}{unit}")

@@ -115,6 +115,16 @@ def ieee_fp32(torch):
             torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+@contextlib.contextmanager
+def _default_dtype(torch, dtype):
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(saved)
+
+
 def _float64_shadow(module, torch):
     """`module` in float64, each layer that holds weights fed float64: a forward() that
     makes its own float32 tensor (images.float() / 255) still runs, in float64 from the
@@ -174,7 +184,10 @@ class TorchRunner(Runner):
                 why += f"; {CPU_ONLY_TORCH}"
             raise BackendUnavailable(why)
         module = self._build_module().eval().to(self.device)
-        self.module = module.half() if self.precision == "fp16" else module
+        # The shadows work on a copy: a build function may hand out one shared module,
+        # which must stay the float32 reference.
+        self.module = (copy.deepcopy(module).half() if self.backend == "reference-shadow" else module.half()) \
+            if self.precision == "fp16" else module
         if self.precision == "fp64":
             self.module = _float64_shadow(module, torch)
         # Half outputs widen to float32 on CUDA and in the half modes (exact; the comparators
@@ -199,9 +212,7 @@ class TorchRunner(Runner):
         if self.precision == "autocast":
             stack.enter_context(torch.autocast(device_type=self.device.type, dtype=torch.float16))
         if self.precision == "fp64":  # tensors the module makes itself (torch.zeros, ...) in float64 too
-            saved = torch.get_default_dtype()
-            torch.set_default_dtype(torch.float64)
-            stack.callback(torch.set_default_dtype, saved)
+            stack.enter_context(_default_dtype(torch, torch.float64))
         return stack
 
     def infer_impl(self, feed):
