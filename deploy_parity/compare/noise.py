@@ -15,7 +15,11 @@ tensors, the systematic shift), the factor and the floor both in the one toleran
 table (deploy_parity/compare/tolerances.py, kind "noise"). The noise floor of an example
 is the largest difference over all of its samples and matched instances: a single
 instance's rounding may by chance be tiny (the ratio of two rounding errors has a heavy
-tail), the worst over many is a stable measure of the model's scale.
+tail), the worst over many is a stable measure of the model's scale. Except for pairs
+far beyond the example's typical one (factor x its median; the smaller of two): such a
+numerically unstable instance widens only its own limits, and a difference on it within
+them is a knife edge, AMBIGUOUS (a random head whose one box moves 16 px between float32
+and float64 must not let a 5-px error on every other box pass).
 
 Where the shadow cannot run (an op without a float64 kernel, a module that makes its
 own float32 tensors), the table row applies alone and every record says so.
@@ -78,7 +82,7 @@ class NoiseFloor:
     """The measured noise of one example, and what it does to a tolerance row.
 
     values: (kind, quantity) -> the largest |reference - shadow| over the example's
-    samples and shadow-matched instances; ("tensor", output name) for raw outputs.
+    samples and shadow-matched, stable instances.
     instances: the shadow's Instances per sample (knife-edge evidence), or None.
     """
 
