@@ -221,6 +221,24 @@ class comparing:
         self.pool.compare_seconds += time.perf_counter() - self.start
 
 
+def knife_edges_inside(pool, case, example, judge, noise, reference, comparisons) -> list:
+    """Where a structured comparison still fails at fp32, ask whether the reference itself
+    is on a knife edge: its own answer under an input change the size of two runtimes'
+    resize rounding (the "noise" row's input_jitter). Runs only on failure."""
+    from deploy_parity.compare.noise import STRUCTURED_KINDS, excuse_input_knife_edges
+
+    jitter = judge.row("noise").values.get("input_jitter")
+    failing = [c for c in comparisons if c.verdict == Verdict.FAIL and c.kind in STRUCTURED_KINDS]
+    if not jitter or not failing or not noise.measured or noise.precision != "fp32":
+        return comparisons
+    runs = []
+    with comparing(pool), side_names("reference", "reference on the jittered feed"):
+        for moved in pool.jittered(case, example, float(jitter)):
+            runs.append(compare_case_outputs(case, reference, moved, judge=judge, noise=noise.limits_only(),
+                                             image_size=(example.height, example.width), batch=example.batch))
+    return excuse_input_knife_edges(comparisons, runs, float(jitter))
+
+
 def self_comparison(case, backend) -> str:
     """What a parity check of torch-cpu compares when the case has no deploy builder."""
     if backend.artifact == "torch" and case.deploy_is_reference:
@@ -256,6 +274,7 @@ def check_parity(pool, case, backend, example: ParityExample) -> CaseResult:
                 case, reference, candidate, judge=judge, noise=noise,
                 image_size=(example.height, example.width), batch=example.batch,
             )
+        comparisons = knife_edges_inside(pool, case, example, judge, noise, reference, comparisons)
         result = _keep(_result("parity", case, backend, example, comparisons, start,
                                message=self_comparison(case, backend)), feed, reference, candidate)
     result.accepted = accepted_shapes(runner)

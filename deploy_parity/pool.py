@@ -114,6 +114,30 @@ class RunnerPool:
                                          peak_gap_floor=peak_gap, floors=floors)
         return answers.noise[key]
 
+    def jittered(self, case: ModelCase, example, jitter: float, count: int = 2) -> list:
+        """The reference's answers to `count` copies of the example's feed whose float inputs
+        are multiplied by (1 + jitter x N(0, 1)), seeded by the example: how far the model's
+        own answer moves under an input change the size of two runtimes' resize rounding.
+        Run only where a comparison fails (deploy_parity/check.py); [] when no input is a
+        float image (an integer image cannot change by so little)."""
+        answers = self.answers(case, example)
+        key = ("jitter", jitter, count)
+        if key not in answers.noise:
+            feed = self.feed(case, example)
+            images = [spec.name for spec, dtype in zip(case.inputs, example.dtypes)
+                      if spec.role == "image" and np.dtype(dtype).kind == "f"]
+            runs = []
+            if images:
+                rng = np.random.default_rng([example.seed, example.height, example.width, example.batch])
+                for _ in range(count):
+                    moved = dict(feed)
+                    for name in images:
+                        moved[name] = (feed[name] * (1.0 + jitter * rng.standard_normal(feed[name].shape))).astype(
+                            feed[name].dtype)
+                    runs.append(self.reference(case).infer(moved))
+            answers.noise[key] = runs
+        return answers.noise[key]
+
     def _shadow(self, case: ModelCase, example, precision: str) -> Shadow:
         """The reference's answer to the feed in `precision`, or why it cannot be had: a
         module that cannot run in it (an op without a float64 kernel) keeps the table row."""

@@ -212,3 +212,24 @@ def test_one_unstable_box_does_not_widen_the_others_and_is_a_knife_edge_itself()
     assert compare_instances(reference, relabelled, judge, noise=noise, unstable=own)[0].verdict == Verdict.FAIL
     dropped = _people(moved[:4], scores[:4])
     assert compare_instances(reference, dropped, judge, noise=noise, unstable=own)[0].verdict == Verdict.FAIL
+
+
+def test_a_reference_whose_own_answer_moves_under_resize_sized_input_changes_is_a_knife_edge():
+    from deploy_parity.compare.noise import excuse_input_knife_edges
+    from deploy_parity.compare.verdict import Comparison
+
+    def failing(kind="boxes", output="sample 0 / boxes", message="corner error 21.3 px > 0.0352 px"):
+        return Comparison(kind, output, Verdict.FAIL, message=message)
+
+    # The reference's own answer on the jittered feed fails the same output: ambiguous, with evidence.
+    [excused] = excuse_input_knife_edges([failing()], [[failing(message="corner error 19 px > 0.0352 px")]], 2 ** -16)
+    assert excused.verdict == Verdict.AMBIGUOUS and "knife edge inside the model" in excused.message
+    assert excused.evidence["input_knife_edge"]["reference_vs_jittered"].startswith("corner error 19 px")
+    # It does not: the failure stands. Another output, or a raw tensor, is never excused by it.
+    steady = Comparison("boxes", "sample 0 / boxes", Verdict.PASS, message="fine")
+    assert excuse_input_knife_edges([failing()], [[steady]], 2 ** -16)[0].verdict == Verdict.FAIL
+    other = failing(output="sample 1 / boxes")
+    assert excuse_input_knife_edges([other], [[failing()]], 2 ** -16)[0].verdict == Verdict.FAIL
+    raw = failing(kind="tensor", output="logits")
+    assert excuse_input_knife_edges([raw], [[failing(kind="tensor", output="logits")]], 2 ** -16)[0].verdict == \
+        Verdict.FAIL

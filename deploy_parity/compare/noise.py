@@ -173,6 +173,38 @@ def robustness(noise: NoiseFloor, row) -> Optional["Comparison"]:
         noise={"note": noise.how})
 
 
+# The comparisons a sensitivity knife edge may excuse: what the model's own answer is made of.
+STRUCTURED_KINDS = ("boxes", "keypoints", "masks", "shift")
+
+
+def excuse_input_knife_edges(comparisons: list, jittered_runs: list, jitter: float) -> list:
+    """Failing comparisons become AMBIGUOUS where the reference's own answer fails the same
+    output's limits when its input moves by `jitter` (relative): the model sits on a knife
+    edge inside itself (a proposal or NMS decision its float64 run happened not to flip),
+    and a runtime whose rounding differs by that much may take either side.
+
+    jittered_runs: per jittered feed, the comparisons of the reference against its own
+    jittered answer (the same judge and noise floor)."""
+    from .verdict import Verdict
+
+    moved = {}
+    for run in jittered_runs:
+        for c in run:
+            if c.verdict == Verdict.FAIL and c.kind in STRUCTURED_KINDS:
+                moved.setdefault(c.output, c.message)
+    for comparison in comparisons:
+        if comparison.verdict == Verdict.FAIL and comparison.output in moved:
+            comparison.verdict = Verdict.AMBIGUOUS
+            comparison.evidence = {**comparison.evidence, "input_knife_edge": {
+                "jitter": jitter, "reference_vs_jittered": moved[comparison.output],
+                "against_reference": comparison.message}}
+            comparison.message = (
+                f"the reference sits on a knife edge inside the model: its own answer, on the same feed times "
+                f"(1 + {jitter:.2g} x noise) (the size by which runtimes' resizes differ), already fails these "
+                f"limits ({moved[comparison.output]}). Against the reference: {comparison.message}")
+    return comparisons
+
+
 def unmeasured(precision: str, factor: float, why: str) -> NoiseFloor:
     return NoiseFloor(precision, factor, why_not=why)
 

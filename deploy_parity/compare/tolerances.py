@@ -137,7 +137,7 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
     # tensor limit above is max(the row's value, factor x this model's own rounding of that
     # quantity on the example at hand), measured against a shadow of the reference.
     ("noise", ANY, "fp32"): Tolerance(
-        {"factor": 20.0},
+        {"factor": 20.0, "input_jitter": 2.0 ** -16},
         "a correct fp32 export's error is float32 rounding of its own, of the same order as the reference's "
         "(|ref32 - ref64|) but from other kernels (summation order, Winograd, fused ops), so some multiple of it. "
         "Set on the zoo and its real architectures (pose-rtmo, detr-tiny, keypoint-rcnn, mask-rcnn, mask-rcnn-fixed, "
@@ -145,7 +145,12 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
         "tools/validation/noise_ratios.py): the largest candidate error / noise floor was 6.0 for box corners "
         "(yolo-seg, onnxrt-cpu), 10 for box scores (yolo-pose, at 6e-7, a few ulps), 3.4 for keypoint scores, 2.2 "
         "for keypoint positions, 5.0 for soft masks; 20 is twice the largest. The table's own values stay as floors "
-        "(a model whose rounding is below them is judged by them)",
+        "(a model whose rounding is below them is judged by them). input_jitter: where a comparison still fails, "
+        "the reference is re-run on its feed times (1 + input_jitter x N(0, 1)); 2^-16 = 1.5e-5 is the size by "
+        "which ONNX Runtime's and torch's bilinear resizes of [0, 1] images differ (1.1e-5 to 2.0e-5 measured at "
+        "189x100, 190x100, 315x320 -> 256x192). A reference whose own answer fails the same limits under that "
+        "change sits on a knife edge inside the model (an RPN or NMS decision its float64 run happened not to "
+        "flip): the failure is AMBIGUOUS with that evidence",
     ),
     ("noise", ANY, ANY): Tolerance(
         {"factor": 10.0},
