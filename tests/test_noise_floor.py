@@ -218,18 +218,26 @@ def test_a_reference_whose_own_answer_moves_under_resize_sized_input_changes_is_
     from deploy_parity.compare.noise import excuse_input_knife_edges
     from deploy_parity.compare.verdict import Comparison
 
-    def failing(kind="boxes", output="sample 0 / boxes", message="corner error 21.3 px > 0.0352 px"):
-        return Comparison(kind, output, Verdict.FAIL, message=message)
+    def failing(corner, unmatched=0, kind="boxes", output="sample 0 / boxes"):
+        return Comparison(kind, output, Verdict.FAIL, message=f"corner error {corner} px > 0.0352 px",
+                          metrics={"max_corner_px": corner, "max_score_abs": 1e-3, "n_unmatched_ref": unmatched,
+                                   "n_unmatched_cand": 0, "label_mismatches": 0})
 
-    # The reference's own answer on the jittered feed fails the same output: ambiguous, with evidence.
-    [excused] = excuse_input_knife_edges([failing()], [[failing(message="corner error 19 px > 0.0352 px")]], 2 ** -16)
+    # The reference's own answer on the jittered feed fails the same output as badly: ambiguous, with evidence.
+    [excused] = excuse_input_knife_edges([failing(21.3)], [[failing(19.0)], [failing(0.1)]], 2 ** -16)
     assert excused.verdict == Verdict.AMBIGUOUS and "knife edge inside the model" in excused.message
-    assert excused.evidence["input_knife_edge"]["reference_vs_jittered"].startswith("corner error 19 px")
-    # It does not: the failure stands. Another output, or a raw tensor, is never excused by it.
-    steady = Comparison("boxes", "sample 0 / boxes", Verdict.PASS, message="fine")
-    assert excuse_input_knife_edges([failing()], [[steady]], 2 ** -16)[0].verdict == Verdict.FAIL
-    other = failing(output="sample 1 / boxes")
-    assert excuse_input_knife_edges([other], [[failing()]], 2 ** -16)[0].verdict == Verdict.FAIL
-    raw = failing(kind="tensor", output="logits")
-    assert excuse_input_knife_edges([raw], [[failing(kind="tensor", output="logits")]], 2 ** -16)[0].verdict == \
+    assert excused.evidence["input_knife_edge"]["reference_vs_jittered"].startswith("corner error 19.0 px")
+    # The candidate errs further than the jitter moves the reference (a +0.5 px shift beside a 0.1 px
+    # sensitivity), loses an instance the jittered runs keep, or the jitter moves nothing: it fails.
+    assert excuse_input_knife_edges([failing(0.5)], [[failing(0.1)]], 2 ** -16)[0].verdict == Verdict.FAIL
+    assert excuse_input_knife_edges([failing(0.05, unmatched=1)], [[failing(0.1)]], 2 ** -16)[0].verdict == \
         Verdict.FAIL
+    steady = Comparison("boxes", "sample 0 / boxes", Verdict.PASS, message="fine")
+    assert excuse_input_knife_edges([failing(21.3)], [[steady]], 2 ** -16)[0].verdict == Verdict.FAIL
+    # Another output, a raw tensor or the systematic shift are never excused by it.
+    other = failing(21.3, output="sample 1 / boxes")
+    assert excuse_input_knife_edges([other], [[failing(30.0)]], 2 ** -16)[0].verdict == Verdict.FAIL
+    for kind in ("tensor", "shift"):
+        raw = failing(21.3, kind=kind, output="x")
+        assert excuse_input_knife_edges([raw], [[failing(30.0, kind=kind, output="x")]], 2 ** -16)[0].verdict == \
+            Verdict.FAIL
