@@ -28,8 +28,10 @@ def test_the_readme_example_is_at_most_15_lines():
 def test_the_readme_example_runs_verbatim_and_passes(tmp_path):
     module = tmp_path / "my_cases.py"
     module.write_text(readme_example())
-    run = run_suite(tmp_path, "--model-module", str(module), "--backend", "onnxrt-cpu", profile="dev",
-                    target=PARITY_ONLY)
+    # A fixed Hypothesis seed: the dev profile is not derandomized, and a random-weight
+    # detector on one of its random feeds may find nothing (VACUOUS): a flaky test otherwise.
+    run = run_suite(tmp_path, "--model-module", str(module), "--backend", "onnxrt-cpu", "--hypothesis-seed=0",
+                    profile="dev", target=PARITY_ONLY)
     assert run.returncode == 0, run.output[-4000:]
     records = run.records()
     assert records and {r["model"] for r in records} == {"my-keypoint-rcnn"}
