@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import OrderedDict
 
@@ -23,10 +24,12 @@ class ReferenceAnswers:
     def __init__(self, outputs: dict):
         self.outputs = outputs
         self.shadows: dict = {}  # shadow precision -> Shadow
-        self.noise: dict = {}  # (precision, factor) -> NoiseFloor
+        self.noise: dict = {}  # (precision, factor, floors) -> NoiseFloor
+        self.jittered: dict = {}  # (jitter, count) -> the reference's answers to jittered feeds
 
     def nbytes(self) -> int:
-        return array_bytes(self.outputs) + sum(array_bytes(s.outputs or {}) for s in self.shadows.values())
+        return (array_bytes(self.outputs) + sum(array_bytes(s.outputs or {}) for s in self.shadows.values())
+                + sum(array_bytes(run) for runs in self.jittered.values() for run in runs))
 
 
 class RunnerPool:
@@ -105,9 +108,8 @@ class RunnerPool:
             shadow = Shadow(None)
             if shadow_precision is not None:
                 if shadow_precision not in answers.shadows:
-                    before = answers.nbytes()
-                    answers.shadows[shadow_precision] = self._shadow(case, example, shadow_precision)
-                    self._answer_bytes += answers.nbytes() - before
+                    with self._counting(answers):
+                        answers.shadows[shadow_precision] = self._shadow(case, example, shadow_precision)
                 shadow = answers.shadows[shadow_precision]
             answers.noise[key] = measure(case, answers.outputs, shadow, (example.height, example.width),
                                          example.batch, judge.precision, judge.noise_factor,
@@ -121,8 +123,8 @@ class RunnerPool:
         Run only where a comparison fails (deploy_parity/check.py); [] when no input is a
         float image (an integer image cannot change by so little)."""
         answers = self.answers(case, example)
-        key = ("jitter", jitter, count)
-        if key not in answers.noise:
+        key = (jitter, count)
+        if key not in answers.jittered:
             feed = self.feed(case, example)
             images = [spec.name for spec, dtype in zip(case.inputs, example.dtypes)
                       if spec.role == "image" and np.dtype(dtype).kind == "f"]
@@ -135,8 +137,16 @@ class RunnerPool:
                         moved[name] = (feed[name] * (1.0 + jitter * rng.standard_normal(feed[name].shape))).astype(
                             feed[name].dtype)
                     runs.append(self.reference(case).infer(moved))
-            answers.noise[key] = runs
-        return answers.noise[key]
+            with self._counting(answers):
+                answers.jittered[key] = runs
+        return answers.jittered[key]
+
+    @contextlib.contextmanager
+    def _counting(self, answers: ReferenceAnswers):
+        """Keep the answers' byte count (the bound on what is kept) in step with what is added."""
+        before = answers.nbytes()
+        yield
+        self._answer_bytes += answers.nbytes() - before
 
     def _shadow(self, case: ModelCase, example, precision: str) -> Shadow:
         """The reference's answer to the feed in `precision`, or why it cannot be had: a

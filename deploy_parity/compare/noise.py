@@ -154,8 +154,9 @@ def robustness(noise: NoiseFloor, row) -> Optional["Comparison"]:
 
     if noise.precision == "fp32" or not noise.measured or not noise.judges_robustness:
         return None
+    measured = {**noise.values, **noise.worst}  # unstable pairs count here
     beyond = []
-    for key, value in sorted({**noise.values, **noise.worst}.items()):  # unstable pairs count here
+    for key, value in sorted(measured.items()):
         if key not in FLOOR_FIELDS:
             continue
         floor = float(row(key[0])[FLOOR_FIELDS[key]])
@@ -166,7 +167,7 @@ def robustness(noise: NoiseFloor, row) -> Optional["Comparison"]:
         return None
     return Comparison(
         kind="robustness", output=f"model under {noise.precision}", verdict=Verdict.FAIL,
-        metrics={f"{k[0]}.{k[1]}": float({**noise.values, **noise.worst}[k]) for k, _ in beyond},
+        metrics={f"{k[0]}.{k[1]}": float(measured[k]) for k, _ in beyond},
         message=(f"the model itself is not {noise.precision}-robust: {noise.how} moves " + "; ".join(t for _, t in beyond)
                  + ". This is the model, not the engine: the engine's own comparisons are judged against this "
                    "floor. Keep this model in fp32, or make it robust (e.g. keep its head in fp32)"),

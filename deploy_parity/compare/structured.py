@@ -40,9 +40,10 @@ def compare_instances(
     candidate fails against the float32 reference but agrees with the shadow, and the
     reference disagrees with its own shadow there, the reference sits on a rounding knife
     edge and the comparison is AMBIGUOUS with that evidence.
-    unstable: {reference instance: [why]}, instances whose own float32 / shadow
-    difference stands far beyond the image's (NoiseFloor.unstable): a difference on them
-    is AMBIGUOUS (a knife edge), never a pass and never a failure.
+    unstable: NoiseFloor.unstable of this image, {reference instance: {"limits", "why"}}:
+    instances whose own float32 / shadow difference stands far beyond the example's. A
+    difference on one within its own limits is AMBIGUOUS (a knife edge); beyond them, a
+    changed label or a lost instance still fails.
 
     Keypoints and masks are paired through the box matching, so instance order never
     matters. sigmas=None uses the COCO sigmas for 17 keypoints.
