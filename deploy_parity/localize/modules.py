@@ -1,0 +1,265 @@
+"""Module-level search: PyTorch module trees read through forward hooks, against another
+module tree (the deploy rewrite) or against the graph's tensors mapped by scope (the
+export). A module is named only where its output differs while its inputs agree; a
+module whose tensors cannot be read on both sides is passed over, never guessed at."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from deploy_parity.localize.scopes import map_scopes, module_boundaries
+from deploy_parity.localize.tensors import Gap, gap, leaves, shape_text, snapshot
+
+
+@dataclass
+class Record:
+    inputs: list  # numpy copies of the input leaves
+    outputs: list
+    cls: str
+
+
+def capture(module, args, float64: bool = False) -> dict:
+    """{module path: Record} in the order outputs were produced (a module called twice:
+    its first call). float64: the module run as the reference's float64 shadow (the
+    model's own rounding is the float32 record's distance from it)."""
+    import torch
+
+    from deploy_parity.backends.pytorch.runner import _default_dtype, _float64_shadow
+
+    if float64:
+        module = _float64_shadow(module, torch)
+        args = [a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args]
+    records: dict = {}
+    handles = []
+    for name, sub in module.named_modules():
+        def hook(mod, inputs, output, name=name):
+            if name not in records:
+                records[name] = Record([snapshot(t, float64) for t in leaves(inputs)],
+                                       [snapshot(t, float64) for t in leaves(output)], type(mod).__name__)
+        handles.append(sub.register_forward_hook(hook))
+    try:
+        with torch.inference_mode():
+            if float64:
+                with _default_dtype(torch, torch.float64):
+                    module(*args)
+            else:
+                module(*args)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return records
+
+
+def _own(shadow: Optional[dict], name: str, which: str, index: int):
+    if not shadow or name not in shadow:
+        return None
+    values = getattr(shadow[name], which)
+    return values[index] if index < len(values) else None
+
+
+def align_trees(names_a: list, names_b: list) -> dict:
+    """Tree A's module paths -> tree B's, by whole paths only, allowing one holder level on
+    either side (a deploy module that keeps the reference as `model` or `detector`)."""
+    b = set(names_b)
+    tops_a = sorted({n.split(".")[0] for n in names_a if n})
+    tops_b = sorted({n.split(".")[0] for n in names_b if n})
+    best: dict = {}
+    for strip in [""] + [t + "." for t in tops_a]:
+        for add in [""] + [t + "." for t in tops_b]:
+            mapping = {}
+            for name in names_a:
+                if not name or not name.startswith(strip):
+                    continue
+                mapped = add + name[len(strip):]
+                if mapped.endswith("."):
+                    mapped = mapped[:-1]
+                if mapped in b:
+                    mapping[name] = mapped
+            if len(mapping) > len(best):
+                best = mapping
+    if "" in names_a and "" in b:
+        best.setdefault("", "")
+    return best
+
+
+def _leaves_gap(ours: list, theirs: list, row, own: list) -> tuple[Optional[Gap], bool]:
+    """(worst gap, compared) for two recorded leaf lists of one module."""
+    if len(ours) != len(theirs):
+        return Gap(shapes=((len(ours),), (len(theirs),))), True
+    worst = None
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        g = gap(a, b, row, own=own[i] if own and i < len(own) else None, sides=("deploy module", "reference"))
+        if worst is None or not g.agrees:
+            worst = g
+            if not g.agrees:
+                break
+    return worst, worst is not None
+
+
+def first_divergent_module(reference: dict, deploy: dict, row, reference64: Optional[dict] = None) -> Optional[dict]:
+    """The first module in the deploy module's output order whose output leaves its limit
+    while its inputs agree; None when every shared module agrees."""
+    mapping = align_trees(list(deploy), list(reference))
+    for name, record in deploy.items():
+        ref_name = mapping.get(name)
+        if ref_name is None or not record.outputs:
+            continue
+        ref = reference[ref_name]
+        own_out = reference64[ref_name].outputs if reference64 and ref_name in reference64 else None
+        out_gap, _ = _leaves_gap(record.outputs, ref.outputs, row, own_out)
+        if out_gap is None or out_gap.agrees:
+            continue
+        own_in = reference64[ref_name].inputs if reference64 and ref_name in reference64 else None
+        in_gap, compared = _leaves_gap(record.inputs, ref.inputs, row, own_in)
+        inputs_agree = compared and in_gap.agrees
+        if not inputs_agree and name:  # not the first: the difference came from before it
+            continue
+        found = {"module": name, "class": record.cls, "difference": out_gap.text("deploy module", "reference"),
+                 "inputs_agree": inputs_agree, "how": "forward hooks on both module trees"}
+        if not name:
+            shared = sum(1 for n in deploy if n and n in mapping)
+            found["own_code"] = (f"the deploy module's own forward(), outside its submodules ({shared} shared "
+                                 "submodules agree)")
+        return found
+    return None
+
+
+# ------------------------------------------------------------------ the export: scope mapping
+
+
+@dataclass
+class ModuleInGraph:
+    status: str  # "agrees" | "differs" | "unmapped"
+    gap: Optional[Gap] = None
+    node: object = None  # the graph node whose output was compared
+
+
+def _judge_leaves(leaves_torch: list, own: Optional[list], tensors: dict, names: list, row,
+                  producer: Optional[dict] = None) -> ModuleInGraph:
+    """Recorded leaves against the graph tensors `names` (a module's boundary): each float
+    leaf against the same-shaped tensors; one of them agreeing is a match. A leaf with no
+    tensor of its shape but exactly one float tensor of its rank is a shape difference."""
+    values = {n: tensors[n] for n in names if n in tensors}
+    compared, worst = 0, None
+    for i, leaf in enumerate(leaves_torch):
+        if not np.issubdtype(leaf.dtype, np.floating) or leaf.ndim == 0:
+            continue
+        same = [n for n, v in values.items() if np.shape(v) == leaf.shape and np.issubdtype(np.asarray(v).dtype, np.floating)]
+        if same:
+            gaps = [(gap(values[n], leaf, row, own=own[i] if own and i < len(own) else None), n) for n in same]
+            good = [g for g in gaps if g[0].agrees]
+            compared += 1
+            if not good:
+                g, n = min(gaps, key=lambda item: item[0].error)
+                return ModuleInGraph("differs", g, producer.get(n) if producer else None)
+            best = min((g for g, _ in good), key=lambda g: g.error)
+            if worst is None or best.error * worst.limit > worst.error * best.limit:
+                worst = best  # the closest call among the leaves that agree
+            continue
+        rank = [n for n, v in values.items() if np.ndim(v) == leaf.ndim and np.issubdtype(np.asarray(v).dtype, np.floating)]
+        if len(rank) == 1:
+            n = rank[0]
+            return ModuleInGraph("differs", Gap(shapes=(np.shape(values[n]), leaf.shape)),
+                                 producer.get(n) if producer else None)
+    return ModuleInGraph("agrees" if compared else "unmapped", worst)
+
+
+def reads_the_feed(inputs: list, feed: dict) -> bool:
+    """Every input leaf is one of the feed's arrays, or one image of a feed's batch."""
+    arrays = [np.asarray(value) for value in feed.values()]
+
+    def same(a, b) -> bool:
+        return a.shape == b.shape and np.array_equal(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
+
+    def is_fed(leaf) -> bool:
+        return any(same(array, leaf) or (leaf.shape == array.shape[1:] and any(same(image, leaf) for image in array))
+                   for array in arrays)
+
+    return bool(inputs) and all(is_fed(leaf) for leaf in inputs)
+
+
+def first_divergent_module_in_graph(graph, tensors: dict, deploy: dict, feed: dict, row,
+                                    deploy64: Optional[dict] = None) -> tuple[Optional[dict], str]:
+    """Deploy module (hooks) against the graph's tensors by scope. Returns (layer, note):
+    the module whose output differs while its inputs agree, or None and why not."""
+    scopes = map_scopes([n.name for n in graph.node], list(deploy))
+    if not scopes.scoped:
+        return None, ("not localised: the graph's node names carry no module scopes (not exported by torch.onnx, "
+                      "or renamed), so no node maps to a PyTorch module")
+    if not scopes.resolved:
+        return None, (f"not localised: none of the graph's {scopes.scoped} scoped node names resolves to a module "
+                      "of the deploy module (another module tree was exported)")
+    boundaries = module_boundaries(graph, scopes)
+    status = module_outputs_in_graph(boundaries, tensors, deploy, row, deploy64)
+    differing = [n for n in deploy if n in status and status[n].status == "differs"]
+    if not differing:
+        agreeing = sum(1 for s in status.values() if s.status == "agrees")
+        return None, (f"not localised: all {agreeing} modules whose output could be read in the graph agree; the "
+                      f"difference arises in nodes no module owns ({len(graph.node) - scopes.resolved} of "
+                      f"{len(graph.node)} nodes are unscoped or unresolved)")
+    unsure = []
+    for name in differing:
+        ancestor = _nearest_mapped_ancestor(name, status)
+        if ancestor is not None and status[ancestor].status == "agrees":
+            continue  # its enclosing module agrees: the export folded it (a BatchNorm into its Conv), not a break
+        b = boundaries[name]
+        record = deploy[name]
+        inputs = _judge_leaves(record.inputs, deploy64[name].inputs if deploy64 and name in deploy64 else None,
+                               tensors, b.inputs + [i.name for i in graph.input], row)
+        if inputs.status == "agrees" or (inputs.status == "unmapped" and reads_the_feed(record.inputs, feed)):
+            found = status[name]
+            node = found.node
+            layer = {"module": name, "class": record.cls, "difference": found.gap.text("graph", "deploy module"),
+                     "inputs_agree": True, "how": f"module outputs read from the graph by scope ({scopes.resolved} "
+                                                  f"of {len(graph.node)} nodes mapped)"}
+            if node is not None:
+                layer.update(node=node.name, op=node.op_type)
+            if found.gap.shapes is not None:
+                layer["shapes"] = {"graph": list(found.gap.shapes[0]), "deploy module": list(found.gap.shapes[1])}
+                resize = _resize_in(b.nodes, tensors)
+                if resize:
+                    layer["resize"] = resize
+            return layer, ""
+        unsure.append((name, inputs.status))
+    if not unsure:
+        return None, (f"not localised: the {len(differing)} module(s) whose graph output differs each sit inside a "
+                      "module whose output agrees (the export folded them, e.g. a BatchNorm into its Conv)")
+    name, why = unsure[0]
+    return None, (f"not localised: the first module whose output differs, '{name}', has inputs that "
+                  f"{'already differ' if why == 'differs' else 'cannot be read in the graph'}, and no module before "
+                  "it differs with agreeing inputs")
+
+
+def module_outputs_in_graph(boundaries: dict, tensors: dict, deploy: dict, row, deploy64=None) -> dict:
+    """{module path: ModuleInGraph} for every recorded module that owns nodes."""
+    status = {}
+    for name, record in deploy.items():
+        if name not in boundaries or not record.outputs:
+            continue
+        b = boundaries[name]
+        status[name] = _judge_leaves(record.outputs, deploy64[name].outputs if deploy64 and name in deploy64 else None,
+                                     tensors, b.outputs, row, b.producer)
+    return status
+
+
+def _nearest_mapped_ancestor(name: str, status: dict) -> Optional[str]:
+    parts = name.split(".") if name else []
+    for k in range(len(parts) - 1, -1, -1):
+        parent = ".".join(parts[:k])
+        if parent in status and status[parent].status != "unmapped":
+            return parent
+    return None
+
+
+def _resize_in(nodes: list, tensors: dict) -> str:
+    """'the graph resizes 1x3x299x299 to 1x3x319x320 (node /transform/Resize)' for the
+    module's first Resize whose tensors were read."""
+    for node in nodes:
+        if node.op_type == "Resize" and node.input and node.output:
+            src, dst = tensors.get(node.input[0]), tensors.get(node.output[0])
+            if src is not None and dst is not None:
+                return f"the graph resizes {shape_text(np.shape(src))} to {shape_text(np.shape(dst))} (node {node.name})"
+    return ""
