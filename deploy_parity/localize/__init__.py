@@ -218,7 +218,7 @@ def _localise_export(pool, case, target, feed, args, left, compare, row) -> tupl
     candidate_path = onnx_for(case, target, pool.context)
     candidate = onnx.load(str(candidate_path))
     module = case.build_deploy(target).eval()
-    modules = [name for name, _ in module.named_modules()]
+    modules = [name for name, _ in module.named_modules(remove_duplicate=False)]
     candidate_values = run_with_intermediates(candidate, feed)
     why_not_diff = ""
     if case.onnx_path is not None:

@@ -21,7 +21,15 @@ class Record:
     cls: str
 
 
-def capture(module, args, float64: bool = False) -> dict:
+class Records(dict):
+    """{module path: Record}, in the order outputs were produced; `names` holds every
+    path of the module tree, a module shared under several names under each of them
+    (the graph's scopes name each use)."""
+
+    names: list = []
+
+
+def capture(module, args, float64: bool = False) -> Records:
     """{module path: Record} in the order outputs were produced (a module called twice:
     its first call). float64: the module run as the reference's float64 shadow (the
     model's own rounding is the float32 record's distance from it)."""
@@ -32,9 +40,18 @@ def capture(module, args, float64: bool = False) -> dict:
     if float64:
         module = _float64_shadow(module, torch)
         args = [a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args]
-    records: dict = {}
+    records = Records()
+    records.names = [name for name, _ in module.named_modules(remove_duplicate=False)]
+    uses: dict = {}
+    for _, sub in module.named_modules(remove_duplicate=False):
+        uses[id(sub)] = uses.get(id(sub), 0) + 1
     handles = []
     for name, sub in module.named_modules():
+        if uses[id(sub)] > 1:
+            # One module under several names (Ultralytics' shared default SiLU): its calls
+            # cannot be told apart, so it is recorded under none of them.
+            continue
+
         def hook(mod, inputs, output, name=name):
             if name not in records:
                 records[name] = Record([snapshot(t, float64) for t in leaves(inputs)],
@@ -185,7 +202,7 @@ def first_divergent_module_in_graph(graph, tensors: dict, deploy: dict, feed: di
                                     deploy64: Optional[dict] = None) -> tuple[Optional[dict], str]:
     """Deploy module (hooks) against the graph's tensors by scope. Returns (layer, note):
     the module whose output differs while its inputs agree, or None and why not."""
-    scopes = map_scopes([n.name for n in graph.node], list(deploy))
+    scopes = map_scopes([n.name for n in graph.node], getattr(deploy, "names", None) or list(deploy))
     if not scopes.scoped:
         return None, ("not localised: the graph's node names carry no module scopes (not exported by torch.onnx, "
                       "or renamed), so no node maps to a PyTorch module")
@@ -193,13 +210,17 @@ def first_divergent_module_in_graph(graph, tensors: dict, deploy: dict, feed: di
         return None, (f"not localised: none of the graph's {scopes.scoped} scoped node names resolves to a module "
                       "of the deploy module (another module tree was exported)")
     boundaries = module_boundaries(graph, scopes)
-    status = module_outputs_in_graph(boundaries, tensors, deploy, row, deploy64)
+    status = module_outputs_in_graph(boundaries, tensors, deploy, row, deploy64, {o.name for o in graph.output})
     differing = [n for n in deploy if n in status and status[n].status == "differs"]
     if not differing:
         agreeing = sum(1 for s in status.values() if s.status == "agrees")
+        makers = [repr(n) for n in deploy if n in status and status[n].status == "unsure"]
+        where = (f"in the module(s) that make the graph's outputs ({', '.join(makers[:3])}), whose outputs the case's "
+                 "comparators judge, not element by element, or in nodes no module owns" if makers
+                 else "in nodes no module owns")
         return None, (f"not localised: all {agreeing} modules whose output could be read in the graph agree; the "
-                      f"difference arises in nodes no module owns ({len(graph.node) - scopes.resolved} of "
-                      f"{len(graph.node)} nodes are unscoped or unresolved)")
+                      f"difference arises {where} ({len(graph.node) - scopes.resolved} of {len(graph.node)} nodes are "
+                      "unscoped or unresolved)")
     unsure = []
     for name in differing:
         ancestor = _nearest_mapped_ancestor(name, status)
@@ -233,23 +254,49 @@ def first_divergent_module_in_graph(graph, tensors: dict, deploy: dict, feed: di
                   "it differs with agreeing inputs")
 
 
-def module_outputs_in_graph(boundaries: dict, tensors: dict, deploy: dict, row, deploy64=None) -> dict:
-    """{module path: ModuleInGraph} for every recorded module that owns nodes."""
+def module_outputs_in_graph(boundaries: dict, tensors: dict, deploy: dict, row, deploy64=None,
+                            graph_outputs=frozenset()) -> dict:
+    """{module path: ModuleInGraph} for every recorded module that owns nodes. A module
+    that makes the graph's own outputs and differs is "unsure": those outputs are the
+    case's, judged by its comparators (detections may come in another order when two
+    scores tie), never element by element."""
     status = {}
     for name, record in deploy.items():
         if name not in boundaries or not record.outputs:
             continue
         b = boundaries[name]
-        status[name] = _judge_leaves(record.outputs, deploy64[name].outputs if deploy64 and name in deploy64 else None,
-                                     tensors, b.outputs, row, b.producer)
+        found = _judge_leaves(record.outputs, deploy64[name].outputs if deploy64 and name in deploy64 else None,
+                              tensors, b.outputs, row, b.producer)
+        if found.status == "differs" and graph_outputs.intersection(b.outputs):
+            found.status = "unsure"
+        if found.status == "differs" and found.node is not None and _folded(name, found, deploy, boundaries, tensors,
+                                                                             row, deploy64):
+            found.status = "folded"
+        status[name] = found
     return status
+
+
+def _folded(name: str, found, deploy: dict, boundaries: dict, tensors: dict, row, deploy64) -> bool:
+    """The module's graph output is what a module right after it returns, one the graph has
+    no node for: the export folded that module (a BatchNorm) into this one (its Conv)."""
+    order = list(deploy)
+    after = order[order.index(name) + 1:order.index(name) + 4]
+    produced = [o for o in found.node.output if o in tensors]
+    for other in after:
+        if other in boundaries:
+            continue
+        for i, leaf in enumerate(deploy[other].outputs):
+            own = deploy64[other].outputs[i] if deploy64 and other in deploy64 else None
+            if any(np.shape(tensors[o]) == leaf.shape and gap(tensors[o], leaf, row, own=own).agrees for o in produced):
+                return True
+    return False
 
 
 def _nearest_mapped_ancestor(name: str, status: dict) -> Optional[str]:
     parts = name.split(".") if name else []
     for k in range(len(parts) - 1, -1, -1):
         parent = ".".join(parts[:k])
-        if parent in status and status[parent].status != "unmapped":
+        if parent in status and status[parent].status not in ("unmapped", "unsure"):
             return parent
     return None
 

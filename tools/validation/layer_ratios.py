@@ -62,15 +62,17 @@ def main(argv=None) -> int:
             start = time.perf_counter()
             deploy, deploy64 = capture(module, inputs), capture(module, inputs, float64=True)
             values = run_with_intermediates(model, feed)
-            scopes = map_scopes([n.name for n in graph.node], list(deploy))
-            status = module_outputs_in_graph(module_boundaries(graph, scopes), values, deploy, unit, deploy64)
+            scopes = map_scopes([n.name for n in graph.node], deploy.names)
+            outputs = {o.name for o in graph.output}
+            status = module_outputs_in_graph(module_boundaries(graph, scopes), values, deploy, unit, deploy64, outputs)
             layer, note = first_divergent_module_in_graph(graph, values, deploy, feed, row, deploy64)
             seconds.append(time.perf_counter() - start)
-            judged = module_outputs_in_graph(module_boundaries(graph, scopes), values, deploy, row, deploy64)
+            judged = module_outputs_in_graph(module_boundaries(graph, scopes), values, deploy, row, deploy64, outputs)
             for module_name, s in status.items():
                 ancestor = _nearest_mapped_ancestor(module_name, judged)
-                if judged[module_name].status == "differs" and ancestor and judged[ancestor].status == "agrees":
-                    continue  # folded by the export (a BatchNorm into its Conv): not a like-for-like tensor
+                if judged[module_name].status in ("folded", "unsure") or (
+                        judged[module_name].status == "differs" and ancestor and judged[ancestor].status == "agrees"):
+                    continue  # folded by the export (a BatchNorm into its Conv), or the case's own outputs
                 if s.gap is not None and s.gap.shapes is None and s.gap.limit > 0:
                     ratios.append((s.gap.error / s.gap.limit, module_name, example.describe()))
             if layer is not None:
