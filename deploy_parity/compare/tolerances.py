@@ -161,7 +161,16 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
     ),
     ("layer", ANY, ANY): Tolerance(
         {"factor": 20.0, "rel_floor": 1e-6, "atol": 1e-4, "rtol": 1e-4},
-        "PROVISIONAL",
+        "the localiser (deploy_parity/localize/) judges each module's or node's tensor against the model's own "
+        "float32 rounding there: |graph - torch32| <= factor x max|torch32 - torch64| + rel_floor x max|torch64| "
+        "(rel_floor: 8 float32 ulps of the tensor's largest value, for tensors both sides compute exactly). Set on "
+        "the zoo's pose-rtmo, detr-tiny, keypoint-rcnn, mask-rcnn, mask-rcnn-fixed (tools/validation/"
+        "layer_ratios.py, 4 examples each across sizes): on correct exports the largest ratio was 3.6; 20 is 5.6x "
+        "it. Checked on models that played no part: tv-fcos, tv-keypoint-rcnn, tv-mask-rcnn, yolo-pose, yolo-seg "
+        "(largest 4.5) and tools/validation/unseen_cases.py's RetinaNet-R50, Faster R-CNN MobileNetV3, SSDlite, "
+        "YOLO11 detect (both exporters), YOLO11 seg (largest 7.4, an SSDlite avgpool): none blamed. A planted "
+        "change is orders beyond it (x1.05 on a weight: relative 5e-2). atol, rtol: the fixed fallback where the "
+        "model cannot run in float64, and between two runtimes' kernels (no float64 graph run exists)",
     ),
     ("shift", ANY, ANY): Tolerance(
         {"z": 6.0},
