@@ -110,8 +110,6 @@ def describe_layer(layer: dict) -> str:
         text += f"; it departs from the export: {layer['departs']}"
     if layer.get("resize"):
         text += f"; {layer['resize']}"
-    if layer.get("shapes") and "deploy module" in layer["shapes"]:
-        text += f" (the deploy module's output is {'x'.join(map(str, layer['shapes']['deploy module']))})"
     text += "; its inputs agree" if layer.get("inputs_agree") else "; its inputs already differ"
     return text
 

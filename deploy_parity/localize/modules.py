@@ -202,6 +202,7 @@ def first_divergent_module_in_graph(graph, tensors: dict, deploy: dict, feed: di
                                     deploy64: Optional[dict] = None) -> tuple[Optional[dict], str]:
     """Deploy module (hooks) against the graph's tensors by scope. Returns (layer, note):
     the module whose output differs while its inputs agree, or None and why not."""
+    tensors = {**feed, **tensors}  # the graph's inputs are tensors a module may read
     scopes = map_scopes([n.name for n in graph.node], getattr(deploy, "names", None) or list(deploy))
     if not scopes.scoped:
         return None, ("not localised: the graph's node names carry no module scopes (not exported by torch.onnx, "

@@ -7,8 +7,9 @@ like a user's hand edit), or the node it removed. Sites are picked in graph orde
 fixed fractions of the candidates (deterministic: the same mutants on every run).
 
   scale-weight      a Conv / ConvTranspose / Gemm / MatMul weight times 1.05
-  offset-output     an Add after a node: + 0.1 x the tensor's mean magnitude on a feed
-  swap-channels     a Gather after a 4-D tensor (or the image input) swapping channels 0, 1
+  offset-output     an Add after a feature (a conv, matmul, activation, ... output): + 0.1 x
+                    the tensor's mean magnitude on a feed
+  swap-channels     a Gather after a conv's output (or the image input) swapping channels 0, 1
   drop-activation   a Relu / Sigmoid / LeakyRelu / HardSigmoid / HardSwish / Tanh / Clip removed
   resize-mode       a Resize's mode changed (linear <-> nearest, cubic -> linear)
 """
@@ -102,11 +103,16 @@ def scale_weight(model, values: dict, per_operator: int) -> list:
     return mutants
 
 
-def _activation_tensors(model, values: dict, rank: int = 3) -> list:
+# Nodes whose outputs are features (not index arithmetic, reshapes of logits or shapes):
+# where an offset or a channel swap is a bug a user would have.
+FEATURE_OPS = WEIGHTED + ACTIVATIONS + ("Mul", "Add", "BatchNormalization", "Resize", "Concat")
+
+
+def _activation_tensors(model, values: dict, rank: int = 3, ops=FEATURE_OPS) -> list:
     outputs = {o.name for o in model.graph.output}
     found = []
     for node in model.graph.node:
-        if node.op_type in ("Constant", "Shape") or not node.output or node.output[0] in outputs:
+        if node.op_type not in ops or not node.output or node.output[0] in outputs:
             continue
         value = values.get(node.output[0])
         if value is not None and np.issubdtype(np.asarray(value).dtype, np.floating) and np.ndim(value) >= rank \
@@ -137,7 +143,7 @@ def swap_channels(model, values: dict, per_operator: int) -> list:
     from onnx import numpy_helper
 
     image_inputs = [i.name for i in model.graph.input if np.ndim(values.get(i.name, np.zeros(0))) == 4]
-    inner = [t for t in _activation_tensors(model, values, rank=4) if np.shape(values[t])[1] >= 2
+    inner = [t for t in _activation_tensors(model, values, rank=4, ops=("Conv",)) if np.shape(values[t])[1] >= 2
              and not np.array_equal(np.asarray(values[t])[:, 0], np.asarray(values[t])[:, 1])]
     sites = image_inputs[:1] + _pick(inner, max(1, per_operator - 1))
     mutants = []

@@ -146,7 +146,6 @@ def self_test(case, pool, *, operators=tuple(OPERATORS), per_operator: int = 2, 
     workdir.mkdir(parents=True, exist_ok=True)
     previous = getattr(settings, "_current_profile", None) or "default"
     settings.load_profile(_settings_profile(examples))
-    original_outputs = {}
     try:
         for k, mutant in enumerate(mutants):
             path = workdir / f"{case.name}-mutant-{k}.onnx"
@@ -166,10 +165,13 @@ def self_test(case, pool, *, operators=tuple(OPERATORS), per_operator: int = 2, 
                 progress(f"  {mutant.id}: ERROR {type(error).__name__}: {str(error)[:200]}")
                 continue
             if failed is None:
-                same = all(_same_outputs(source, path, pool.feed(case, r.example), original_outputs) for r in records)
-                outcome = "equivalent" if same else "survived"
-                result = MutantResult(mutant, outcome, verdict="pass",
-                                      why=f"{len(records)} examples; outputs {'bit-identical' if same else 'differ'}")
+                effects = [_effect(pool, case, mutant_case, backend, r.example) for r in records]
+                real = [text for within, text in effects if not within]
+                outcome = "survived" if real else "equivalent"
+                result = MutantResult(mutant, outcome, verdict="pass", why=(
+                    f"{len(records)} examples passed; e.g. {real[0]}" if real else
+                    f"on all {len(records)} examples its outputs are within the model's own float32 rounding of the "
+                    f"unmutated graph's ({effects[0][1] if effects else 'no examples'})"))
             else:
                 failing = [r for r in records if r.verdict.value in ("fail", "error")]
                 last = failing[-1] if failing else None
@@ -192,12 +194,35 @@ def self_test(case, pool, *, operators=tuple(OPERATORS), per_operator: int = 2, 
     return report
 
 
-def _same_outputs(original: Path, mutant: Path, feed: dict, cache: dict) -> bool:
-    from deploy_parity.localize import run_with_intermediates
-
-    key = id(feed)
-    if key not in cache:
-        cache[key] = run_with_intermediates(original, feed, [])
-    theirs = cache[key]
-    ours = run_with_intermediates(mutant, feed, [])
-    return all(np.array_equal(np.asarray(ours[k]), np.asarray(v), equal_nan=True) for k, v in theirs.items())
+def _effect(pool, case, mutant_case, backend, example) -> tuple[bool, str]:
+    """(within rounding, what): does the mutation change the graph's outputs on this example
+    by more than the model's own float32 rounding there (the reference against its float64
+    shadow, per output: the noise floor the suite uses)? Beyond it, it is a mutant the suite
+    could have caught; within it, an equivalent one (an offset before a softmax)."""
+    target = case.deploy_target(example.height, example.width, example.dtypes)
+    feed = pool.feed(case, example)
+    original = pool.get(case, backend, target).infer(feed)
+    mutated = pool.get(mutant_case, backend, target).infer(feed)
+    pool.noise(case, example, pool.judge(case, backend))  # runs the float64 shadow once
+    shadow = pool.answers(case, example).shadows.get("fp64")
+    reference = pool.answers(case, example).outputs
+    for name, ours in mutated.items():
+        theirs = np.asarray(original.get(name))
+        ours = np.asarray(ours)
+        if ours.shape != theirs.shape:
+            return False, f"output {name}: shape {ours.shape} against {theirs.shape}"
+        if not np.issubdtype(ours.dtype, np.floating):
+            if not np.array_equal(ours, theirs):
+                return False, f"output {name}: integer values differ"
+            continue
+        effect = float(np.max(np.abs(ours.astype(np.float64) - theirs))) if ours.size else 0.0
+        own = shadow.outputs.get(name) if shadow is not None and shadow.outputs else None
+        ref = reference.get(name)
+        if own is None or ref is None or np.shape(own) != np.shape(ref) or np.asarray(ref).size == 0:
+            if effect > 0:  # no measure of the model's rounding here: any change counts
+                return False, f"output {name}: changes by {effect:.3g} (no float64 shadow to compare with)"
+            continue
+        rounding = float(np.max(np.abs(np.asarray(ref, np.float64) - np.asarray(own, np.float64))))
+        if effect > rounding:
+            return False, f"output {name}: changes by {effect:.3g}, beyond the model's own rounding {rounding:.3g}"
+    return True, "largest change within |float32 - float64| of the reference"
