@@ -172,6 +172,14 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
         "change is orders beyond it (x1.05 on a weight: relative 5e-2). atol, rtol: the fixed fallback where the "
         "model cannot run in float64, and between two runtimes' kernels (no float64 graph run exists)",
     ),
+    ("mutant", ANY, ANY): Tolerance(
+        {"equivalent_within": 2.0},
+        "the mutation self-test (deploy_parity/mutate/) calls a mutant equivalent when the unmutated graph's "
+        "answer and the mutant's agree, on every example, within this many times the model's own float32 rounding "
+        "(the noise floor, the table's fp32 rows as floors): each graph carries its own rounding of that size, so "
+        "two of them differ by up to about twice it. Measured: an offset before a LayerNorm (detr-tiny) moved boxes "
+        "1.06x the rounding; one on a YOLO stride-32 class branch no detection came from, 1.1x",
+    ),
     ("shift", ANY, ANY): Tolerance(
         {"z": 6.0},
         "the mean of n rounding errors has a standard error of spread/sqrt(n); a mean beyond "

@@ -195,34 +195,29 @@ def self_test(case, pool, *, operators=tuple(OPERATORS), per_operator: int = 2, 
 
 
 def _effect(pool, case, mutant_case, backend, example) -> tuple[bool, str]:
-    """(within rounding, what): does the mutation change the graph's outputs on this example
-    by more than the model's own float32 rounding there (the reference against its float64
-    shadow, per output: the noise floor the suite uses)? Beyond it, it is a mutant the suite
-    could have caught; within it, an equivalent one (an offset before a softmax)."""
+    """(within rounding, what): does the mutation change what the suite judges (the case's
+    boxes, keypoints, masks, tensors: not the raw scores of anchors below the threshold)
+    by more than the model's own float32 rounding? The unmutated graph's answer against
+    the mutant's, through the case's comparators with the noise factor of the table's
+    ("mutant", *, *) row. Beyond it, a mutant the suite should catch; within it, an
+    equivalent one (an offset a LayerNorm or softmax removes, a change to anchors no
+    detection comes from)."""
+    from deploy_parity.compare.case_outputs import compare_case_outputs
+    from deploy_parity.compare.judge import Judge
+    from deploy_parity.compare.tolerances import Tolerance, lookup
+    from deploy_parity.compare.verdict import Verdict, combine
+
+    row = lookup("mutant", backend.name, backend.precision)
+    judge = Judge.for_case(case, backend.name, backend.precision)
+    judge.overrides = {**judge.overrides, "noise": Tolerance({"factor": row["equivalent_within"]}, row.reason)}
     target = case.deploy_target(example.height, example.width, example.dtypes)
     feed = pool.feed(case, example)
     original = pool.get(case, backend, target).infer(feed)
     mutated = pool.get(mutant_case, backend, target).infer(feed)
-    pool.noise(case, example, pool.judge(case, backend))  # runs the float64 shadow once
-    shadow = pool.answers(case, example).shadows.get("fp64")
-    reference = pool.answers(case, example).outputs
-    for name, ours in mutated.items():
-        theirs = np.asarray(original.get(name))
-        ours = np.asarray(ours)
-        if ours.shape != theirs.shape:
-            return False, f"output {name}: shape {ours.shape} against {theirs.shape}"
-        if not np.issubdtype(ours.dtype, np.floating):
-            if not np.array_equal(ours, theirs):
-                return False, f"output {name}: integer values differ"
-            continue
-        effect = float(np.max(np.abs(ours.astype(np.float64) - theirs))) if ours.size else 0.0
-        own = shadow.outputs.get(name) if shadow is not None and shadow.outputs else None
-        ref = reference.get(name)
-        if own is None or ref is None or np.shape(own) != np.shape(ref) or np.asarray(ref).size == 0:
-            if effect > 0:  # no measure of the model's rounding here: any change counts
-                return False, f"output {name}: changes by {effect:.3g} (no float64 shadow to compare with)"
-            continue
-        rounding = float(np.max(np.abs(np.asarray(ref, np.float64) - np.asarray(own, np.float64))))
-        if effect > rounding:
-            return False, f"output {name}: changes by {effect:.3g}, beyond the model's own rounding {rounding:.3g}"
-    return True, "largest change within |float32 - float64| of the reference"
+    noise = pool.noise(case, example, judge).limits_only()
+    comparisons = compare_case_outputs(case, original, mutated, judge=judge, noise=noise, batch=example.batch,
+                                       image_size=(example.height, example.width), label="unmutated vs mutant")
+    if combine(c.verdict for c in comparisons) in (Verdict.FAIL, Verdict.ERROR):
+        worst = next(c for c in comparisons if c.verdict in (Verdict.FAIL, Verdict.ERROR))
+        return False, f"{example.describe()}: {worst.kind} {worst.output}: {worst.message}"
+    return True, f"within {row['equivalent_within']:g} x the model's own rounding on what the suite judges"
