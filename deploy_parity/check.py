@@ -45,7 +45,7 @@ class CaseResult:
     seconds: float = 0.0
     replay: str = ""  # the command that re-runs exactly this case
     accepted: dict = field(default_factory=dict)  # input -> shapes the candidate accepts
-    # Where a failing parity case breaks (deploy_parity/localize.py), on the final shrunk
+    # Where a failing parity case breaks (deploy_parity/localize/), on the final shrunk
     # example of a failing test only; and the most severe failing example seen beside it.
     localisation: Optional[object] = None
     most_severe: Optional[dict] = None

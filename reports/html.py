@@ -239,7 +239,7 @@ def _histogram_section(page: ReportPage) -> str:
 
 def _diagnosis_section(page: ReportPage) -> str:
     """Where each failing parity test breaks (stage, first divergent layer), and its most
-    severe example beside the smallest (deploy_parity/localize.py, properties.py)."""
+    severe example beside the smallest (deploy_parity/localize/, properties.py)."""
     rows = []
     for r in page.records:
         loc, severe = r.get("localisation"), r.get("most_severe")
@@ -248,11 +248,15 @@ def _diagnosis_section(page: ReportPage) -> str:
         layer = (loc or {}).get("layer") or {}
         where = layer.get("own_code") or (f"module '{layer['module']}'" if layer.get("module") is not None else "")
         node = f" / {layer['node']} ({layer.get('op')})" if layer.get("node") else ""
+        if layer.get("departs"):
+            node += f": {layer['departs']}"
+        if loc and loc.get("stage") and not layer:
+            where = "not localised"
         links = "; ".join(f"{l['left']} vs {l['right']}: {'BREAKS' if l['broken'] else 'agrees'}"
                           for l in (loc or {}).get("links", []))
         rows.append([_e(r["model"]), _e(r["backend"]), f"{r['height']}x{r['width']} b{r['batch']}",
                      _e((loc or {}).get("stage") or "not found"), _e(links), _e(where + node),
-                     _num(layer.get("error")), _e((loc or {}).get("note") or ""),
+                     _e(layer.get("difference") or ""), _e((loc or {}).get("note") or ""),
                      _e(f"{severe['example']}: {severe['worst_error']:.3g}" if severe else ""),
                      f"<code>{_e(severe['replay'] if severe else r.get('replay'))}</code>"])
     if not rows:
@@ -260,7 +264,7 @@ def _diagnosis_section(page: ReportPage) -> str:
     return ("<h2 id='diagnosis'>Where the failures break</h2><p>Per failing parity test, on its final shrunk "
             "example: the first link of eager reference &rarr; deploy module &rarr; graph on ONNX Runtime CPU &rarr; "
             "backend that breaks, the first divergent module or node inside it, and the most severe example seen.</p>"
-            + _table(["model", "backend", "smallest", "stage", "chain", "first divergent layer", "error", "note",
+            + _table(["model", "backend", "smallest", "stage", "chain", "first divergent layer", "difference", "note",
                       "most severe", "re-run (most severe)"], rows))
 
 
