@@ -258,3 +258,17 @@ def test_the_localiser_blames_nothing_on_a_correct_export(pool, name):
     layer, note = first_divergent_module_in_graph(model.graph, values, capture(module, args), feed, ROW,
                                                   capture(module, args, float64=True))
     assert layer is None, (layer, note)
+
+
+@pytest.mark.slow  # exports torchvision's Keypoint R-CNN
+def test_torchvisions_traced_resize_is_named_with_both_sizes(pool):
+    """The default transform resizes in float32 when traced and in float64 eagerly: the
+    graph makes 127x127 of a 97x97 image where eager makes 128x128. The message says so."""
+    from deploy_parity.registry import build_registry
+    from tests.test_localize import localise_case
+
+    case = build_registry(wanted=["tv-keypoint-rcnn-default-resize"]).get("tv-keypoint-rcnn-default-resize")
+    found = localise_case(pool, case, "h=97,w=97,batch=1,dtypes=float32,seed=0")
+    assert found.stage == "export" and found.layer["module"] == "detector.transform", found.describe()
+    assert "the graph resizes 1x3x97x97 to 1x3x127x127" in found.describe(), found.describe()
+    assert "the deploy module 1x3x97x97 to 1x3x128x128" in found.describe(), found.describe()

@@ -5,6 +5,7 @@ module whose tensors cannot be read on both sides is passed over, never guessed 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional
 
@@ -24,9 +25,37 @@ class Record:
 class Records(dict):
     """{module path: Record}, in the order outputs were produced; `names` holds every
     path of the module tree, a module shared under several names under each of them
-    (the graph's scopes name each use)."""
+    (the graph's scopes name each use); `resizes`, every F.interpolate call in order as
+    (innermost module path, input shape, output shape): a resize is no module, and
+    "resized to 319x320 in the graph, 320x320 here" is the fact a user needs."""
 
     names: list = []
+    resizes: list = []
+
+
+def _resize_recorder(torch, stack: list, resizes: list):
+    """A TorchFunctionMode noting each F.interpolate's shapes and the module it ran in."""
+    from torch.overrides import TorchFunctionMode
+
+    interpolate = torch.nn.functional.interpolate
+
+    class Recorder(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            result = func(*args, **(kwargs or {}))
+            if func is interpolate and args and isinstance(result, torch.Tensor):
+                resizes.append((stack[-1] if stack else "", tuple(args[0].shape), tuple(result.shape)))
+            return result
+
+    return Recorder()
+
+
+def _enter(stack: list, name: str, module, inputs) -> None:
+    stack.append(name)
+
+
+def _leave(stack: list, module, inputs, output) -> None:  # returns None: the output stays the module's
+    if stack:
+        stack.pop()
 
 
 def capture(module, args, float64: bool = False) -> Records:
@@ -46,7 +75,11 @@ def capture(module, args, float64: bool = False) -> Records:
     for _, sub in module.named_modules(remove_duplicate=False):
         uses[id(sub)] = uses.get(id(sub), 0) + 1
     handles = []
+    stack: list = []
+    records.resizes = []
     for name, sub in module.named_modules():
+        handles.append(sub.register_forward_pre_hook(functools.partial(_enter, stack, name)))
+        handles.append(sub.register_forward_hook(functools.partial(_leave, stack)))
         if uses[id(sub)] > 1:
             # One module under several names (Ultralytics' shared default SiLU): its calls
             # cannot be told apart, so it is recorded under none of them.
@@ -58,7 +91,7 @@ def capture(module, args, float64: bool = False) -> Records:
                                        [snapshot(t, float64) for t in leaves(output)], type(mod).__name__)
         handles.append(sub.register_forward_hook(hook))
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), _resize_recorder(torch, stack, records.resizes):
             if float64:
                 with _default_dtype(torch, torch.float64):
                     module(*args)
@@ -241,9 +274,9 @@ def first_divergent_module_in_graph(graph, tensors: dict, deploy: dict, feed: di
                 layer.update(node=node.name, op=node.op_type)
             if found.gap.shapes is not None:
                 layer["shapes"] = {"graph": list(found.gap.shapes[0]), "deploy module": list(found.gap.shapes[1])}
-                resize = _resize_in(b.nodes, tensors)
-                if resize:
-                    layer["resize"] = resize
+            resize = _resize_in(name, b.nodes, tensors, getattr(deploy, "resizes", []))
+            if resize:
+                layer["resize"] = resize
             return layer, ""
         unsure.append((name, inputs.status))
     if not unsure:
@@ -302,12 +335,19 @@ def _nearest_mapped_ancestor(name: str, status: dict) -> Optional[str]:
     return None
 
 
-def _resize_in(nodes: list, tensors: dict) -> str:
-    """'the graph resizes 1x3x299x299 to 1x3x319x320 (node /transform/Resize)' for the
-    module's first Resize whose tensors were read."""
+def _resize_in(name: str, nodes: list, tensors: dict, eager: list) -> str:
+    """'the graph resizes 1x3x97x97 to 1x3x319x320 (node /transform/Resize), the deploy module
+    to 1x3x320x320': the module's resizes in order, graph against torch, the first pair
+    whose output sizes differ; or a graph resize whose result has no torch counterpart."""
+    ours = []
     for node in nodes:
         if node.op_type == "Resize" and node.input and node.output:
             src, dst = tensors.get(node.input[0]), tensors.get(node.output[0])
             if src is not None and dst is not None:
-                return f"the graph resizes {shape_text(np.shape(src))} to {shape_text(np.shape(dst))} (node {node.name})"
+                ours.append((node.name, np.shape(src), np.shape(dst)))
+    theirs = [(src, dst) for where, src, dst in eager if where == name or where.startswith(name + ".") or not name]
+    for (node, src, dst), (eager_src, eager_dst) in zip(ours, theirs):
+        if tuple(dst) != tuple(eager_dst):
+            return (f"the graph resizes {shape_text(src)} to {shape_text(dst)} (node {node}), the deploy module "
+                    f"{shape_text(eager_src)} to {shape_text(eager_dst)}")
     return ""
