@@ -172,6 +172,13 @@ class RunnerPool:
         finally:
             self.shadow_seconds += time.perf_counter() - start
 
+    def retire(self, case_name: str, backend_name: str) -> None:
+        """Deactivate and forget the candidate runners of (case, backend), every target: the
+        mutation self-test swaps the graph under one case name, keeping the reference, its
+        shadows and answers (computed once per example for every mutant)."""
+        for key in [k for k in self._runners if k[0] == case_name and k[1] == backend_name]:
+            self._retire(self._runners.pop(key))
+
     def get(self, case: ModelCase, backend: Backend, target: DeployTarget):
         key = (case.name, backend.name, target)
         if key in self._runners:

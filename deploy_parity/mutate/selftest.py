@@ -150,7 +150,10 @@ def self_test(case, pool, *, operators=tuple(OPERATORS), per_operator: int = 2, 
         for k, mutant in enumerate(mutants):
             path = workdir / f"{case.name}-mutant-{k}.onnx"
             onnx.save(mutant.model, str(path))
-            mutant_case = replace(case, name=f"{case.name}-mutant-{k}", onnx_path=path)
+            # The case's own name: the reference, its float64 shadow and its answers are
+            # computed once per example and shared by every mutant; only the graph changes.
+            mutant_case = replace(case, onnx_path=path)
+            pool.retire(case.name, backend.name)
             records: list = []
             run = PropertyRun(check="parity", case=mutant_case, backend=backend, pool=pool,
                               bounds=pool.bounds(mutant_case, backend), record=records.append,
@@ -165,7 +168,7 @@ def self_test(case, pool, *, operators=tuple(OPERATORS), per_operator: int = 2, 
                 progress(f"  {mutant.id}: ERROR {type(error).__name__}: {str(error)[:200]}")
                 continue
             if failed is None:
-                effects = [_effect(pool, case, mutant_case, backend, r.example) for r in records]
+                effects = [_effect(pool, case, source, path, backend, r.example) for r in records]
                 real = [text for within, text in effects if not within]
                 outcome = "survived" if real else "equivalent"
                 result = MutantResult(mutant, outcome, verdict="pass", why=(
@@ -190,11 +193,12 @@ def self_test(case, pool, *, operators=tuple(OPERATORS), per_operator: int = 2, 
                         if result.outcome in ("wrong", "not localised") else ""))
     finally:
         settings.load_profile(previous)
+        pool.retire(case.name, backend.name)
     report.seconds = time.perf_counter() - start
     return report
 
 
-def _effect(pool, case, mutant_case, backend, example) -> tuple[bool, str]:
+def _effect(pool, case, source, mutant_path, backend, example) -> tuple[bool, str]:
     """(within rounding, what): does the mutation change what the suite judges (the case's
     boxes, keypoints, masks, tensors: not the raw scores of anchors below the threshold)
     by more than the model's own float32 rounding? The unmutated graph's answer against
@@ -210,10 +214,11 @@ def _effect(pool, case, mutant_case, backend, example) -> tuple[bool, str]:
     row = lookup("mutant", backend.name, backend.precision)
     judge = Judge.for_case(case, backend.name, backend.precision)
     judge.overrides = {**judge.overrides, "noise": Tolerance({"factor": row["equivalent_within"]}, row.reason)}
-    target = case.deploy_target(example.height, example.width, example.dtypes)
+    from deploy_parity.localize import run_with_intermediates
+
     feed = pool.feed(case, example)
-    original = pool.get(case, backend, target).infer(feed)
-    mutated = pool.get(mutant_case, backend, target).infer(feed)
+    original = run_with_intermediates(source, feed, [])  # both graphs alike: one thread, no fusion
+    mutated = run_with_intermediates(mutant_path, feed, [])
     noise = pool.noise(case, example, judge).limits_only()
     comparisons = compare_case_outputs(case, original, mutated, judge=judge, noise=noise, batch=example.batch,
                                        image_size=(example.height, example.width), label="unmutated vs mutant")
