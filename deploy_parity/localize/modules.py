@@ -182,9 +182,10 @@ def first_divergent_module(reference: dict, deploy: dict, row, reference64: Opti
 
 @dataclass
 class ModuleInGraph:
-    status: str  # "agrees" | "differs" | "unmapped"
+    status: str  # "agrees" | "differs" | "unmapped" | "unsure" | "folded"
     gap: Optional[Gap] = None
     node: object = None  # the graph node whose output was compared
+    tensor: Optional[str] = None  # the graph tensor that differs
 
 
 def _judge_leaves(leaves_torch: list, own: Optional[list], tensors: dict, names: list, row,
@@ -204,7 +205,7 @@ def _judge_leaves(leaves_torch: list, own: Optional[list], tensors: dict, names:
             compared += 1
             if not good:
                 g, n = min(gaps, key=lambda item: item[0].error)
-                return ModuleInGraph("differs", g, producer.get(n) if producer else None)
+                return ModuleInGraph("differs", g, producer.get(n) if producer else None, n)
             best = min((g for g, _ in good), key=lambda g: g.error)
             if worst is None or best.error * worst.limit > worst.error * best.limit:
                 worst = best  # the closest call among the leaves that agree
@@ -213,7 +214,7 @@ def _judge_leaves(leaves_torch: list, own: Optional[list], tensors: dict, names:
         if len(rank) == 1:
             n = rank[0]
             return ModuleInGraph("differs", Gap(shapes=(np.shape(values[n]), leaf.shape)),
-                                 producer.get(n) if producer else None)
+                                 producer.get(n) if producer else None, n)
     return ModuleInGraph("agrees" if compared else "unmapped", worst)
 
 
@@ -263,7 +264,13 @@ def first_divergent_module_in_graph(graph, tensors: dict, deploy: dict, feed: di
         b = boundaries[name]
         record = deploy[name]
         inputs = _judge_leaves(record.inputs, deploy64[name].inputs if deploy64 and name in deploy64 else None,
-                               tensors, b.inputs + [i.name for i in graph.input], row)
+                               tensors, b.inputs, row)
+        if inputs.status == "differs":
+            # What it reads already differs: made by a node no module owns (a user's inserted
+            # node, a deploy-time edit) from tensors that still agree? Then that node is the place.
+            found = _unowned_producer(graph, scopes, boundaries, status, inputs, tensors, feed)
+            if found is not None:
+                return found, ""
         if inputs.status == "agrees" or (inputs.status == "unmapped" and reads_the_feed(record.inputs, feed)):
             found = status[name]
             node = found.node
@@ -324,6 +331,28 @@ def _folded(name: str, found, deploy: dict, boundaries: dict, tensors: dict, row
             if any(np.shape(tensors[o]) == leaf.shape and gap(tensors[o], leaf, row, own=own).agrees for o in produced):
                 return True
     return False
+
+
+def _unowned_producer(graph, scopes, boundaries: dict, status: dict, inputs: "ModuleInGraph", tensors: dict,
+                      feed: dict) -> Optional[dict]:
+    """The node that made a module's differing input, when no module owns it and every
+    tensor it reads agrees (a graph input, or the output of a module that agrees)."""
+    producer = next((n for n in graph.node if inputs.tensor in n.output), None)
+    if producer is None or scopes.module_of.get(producer.name) is not None:
+        return None
+    initializers = {i.name for i in graph.initializer}
+    constants = {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    agreeing = {o for name, b in boundaries.items() if status.get(name) is not None
+                and status[name].status == "agrees" for o in b.outputs}
+    reads = [i for i in producer.input if i and i not in initializers and i not in constants]
+    if not reads or not all(i in feed or i in agreeing for i in reads):
+        return None
+    upstream = next((n for n in graph.node if reads[0] in n.output), None)
+    return {"node": producer.name, "op": producer.op_type, "inputs": list(producer.input), "module": None,
+            "nearest_scope": scopes.nearest.get(upstream.name) if upstream is not None else None,
+            "difference": f"{inputs.tensor}: {inputs.gap.text('graph', 'deploy module')}",
+            "inputs_agree": True,
+            "how": "no module owns this node; what it reads agrees with the deploy module and what it makes does not"}
 
 
 def _nearest_mapped_ancestor(name: str, status: dict) -> Optional[str]:
