@@ -368,6 +368,27 @@ class ModelCase:
         self.onnx_path = _artifact_path(self.name, "onnx_path", self.onnx_path)
         self.engine_path = _artifact_path(self.name, "engine_path", self.engine_path)
 
+    # ---- the modules, checked: a build function that returns something else is one line ----
+
+    def reference_module(self):
+        """build_reference(), checked to return a torch.nn.Module."""
+        return self._checked(self.build_reference(), self.build_reference, "reference")
+
+    def deploy_module(self, target: "DeployTarget"):
+        """build_deploy(target), checked to return a torch.nn.Module."""
+        return self._checked(self.build_deploy(target), self.build_deploy, "deploy")
+
+    def _checked(self, module, function, what: str):
+        import torch
+
+        if not isinstance(module, torch.nn.Module):
+            name = getattr(function, "__qualname__", None) or repr(function)
+            if getattr(function, "is_reference", False):
+                name, what = getattr(self.build_reference, "__qualname__", name), "reference"
+            raise ModelCaseError(f"{self.name}: the {what} build function {name} returned {type(module).__name__}; "
+                                 "expected a torch.nn.Module (a missing return?)")
+        return module
+
     # ---- what the harness reads (judging knobs fall back to the adapter's) ----
 
     @property
@@ -428,6 +449,10 @@ class ModelCase:
             if missing:
                 raise ModelCaseError(f"{self.name}: the module returned a dict without {missing}; it has "
                                      f"{sorted(result)}")
+            extra = sorted(str(k) for k in result if k not in self.output_names)
+            if extra:  # the reference and the deploy module alike: nothing trimmed in silence
+                raise ModelCaseError(f"{self.name}: the module returned outputs {extra} the case does not declare "
+                                     f"(it declares {self.output_names}); declare them or stop returning them")
             return {n: result[n] for n in self.output_names}
         result = tuple(result)
         if len(result) != len(self.output_names):

@@ -87,3 +87,26 @@ class UnreadOutputError(ModelCaseError):
             text = (f"model case {case}: outputs {named} are declared but nothing compares them: to_instances "
                     "never reads them; read them there, or declare them kind 'raw' to compare them as tensors")
         super().__init__(text)
+
+
+class StorageFull(BaseException):
+    """A cache folder ran out of space (or past a file-size limit) while writing an
+    artifact. Every later case would fail the same way, so it stops the run once with the
+    reason: a BaseException, so neither the check (ERROR per case) nor Hypothesis (a
+    failure to shrink, each step another write) takes it for a result."""
+
+
+NO_SPACE_ERRNOS = (28, 27, 122)  # ENOSPC, EFBIG, EDQUOT
+
+
+def no_space(error: BaseException) -> bool:
+    """Is `error`, or an exception it was raised from, a write that found no room?"""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in NO_SPACE_ERRNOS:
+            return True
+        if "No space left on device" in str(error) or "File too large" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False

@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import os
 import pkgutil
+import sys
 import traceback
 from pathlib import Path
 from typing import Iterable, Optional
@@ -51,6 +52,11 @@ def import_cases_module(spec: str):
             if not path.is_file():
                 raise ModelCaseError(f"model module {spec}: file not found; expected a path to a .py file defining "
                                      "CASES, or a dotted module name")
+            # The module's own folder first on the import path, as `python my_cases.py` would
+            # have it: a helper module beside it imports without a path hack (kept there, since
+            # build functions may import it later).
+            if str(path.parent) not in sys.path:
+                sys.path.insert(0, str(path.parent))
             module_spec = importlib.util.spec_from_file_location(f"parity_user_{path.stem}", path)
             module = importlib.util.module_from_spec(module_spec)
             module_spec.loader.exec_module(module)
@@ -84,6 +90,7 @@ class Registry:
         self._cases: dict[str, ModelCase] = {}
         self._origin: dict[str, str] = {}
         self.unavailable: dict[str, str] = {}  # zoo module -> why it could not load
+        self._loaded: set = set()
 
     def register(self, case: ModelCase, origin: str = "") -> None:
         if not isinstance(case, ModelCase):
@@ -93,7 +100,8 @@ class Registry:
             check_name(case.name)
         except ModelCaseError as error:
             raise ModelCaseError(f"model module {origin}: {error}") from None
-        if case.name in self._cases and self._origin[case.name] != origin:
+        if case.name in self._cases:
+            # Anywhere: two cases of one name in one module would leave only the last to run.
             raise ModelCaseError(
                 f"model case {case.name!r} registered twice ({self._origin[case.name]} and {origin}); expected "
                 "unique names"
@@ -114,8 +122,11 @@ class Registry:
         if not isinstance(cases, (list, tuple)):
             raise ModelCaseError(f"model module {spec}: CASES is a {type(cases).__name__}; expected a list of "
                                  "ModelCase")
-        for case in cases:
-            self.register(case, origin=spec)
+        if spec in self._loaded:  # named twice (the option and PARITY_MODEL_MODULES): loaded once
+            return
+        self._loaded.add(spec)
+        for index, case in enumerate(cases):
+            self.register(case, origin=f"{spec} CASES[{index}]")
 
     def load_zoo(self, package: str = "models", wanted: Optional[Iterable[str]] = None) -> None:
         """Register the zoo's cases. With `wanted` (case names, or () for the default run)

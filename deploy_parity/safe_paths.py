@@ -51,3 +51,33 @@ def file_lock(lock_path):
         yield
     finally:
         handle.close()  # closing the descriptor releases the lock
+
+
+# Less free space than this in a cache or reports folder is refused at the start: one
+# exported detector graph alone is tens of MB.
+MIN_FREE_BYTES = 64 * 2**20
+
+
+def directory_problem(path, min_free: int = MIN_FREE_BYTES) -> str:
+    """Why `path` cannot serve as a folder the run writes into ("" when it can): a file in
+    its place, a folder that cannot be made or written, too little free space. Checked
+    once at the start, so the run stops with one line instead of failing case by case."""
+    import shutil
+    import tempfile
+
+    path = Path(path)
+    existing = next((p for p in [path, *path.parents] if p.exists()), None)
+    if path.exists() and not path.is_dir():
+        return "exists and is not a directory; expected a directory (or a path where one can be made)"
+    if existing is not None and existing != path and not existing.is_dir():
+        return f"{existing} is a file, so no directory can be made below it"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as error:
+        return f"cannot be made or written: {error.strerror or error}"
+    free = shutil.disk_usage(path).free
+    if free < min_free:
+        return f"has {free / 2**20:.1f} MiB free; expected at least {min_free / 2**20:.0f} MiB"
+    return ""

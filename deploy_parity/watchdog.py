@@ -100,3 +100,50 @@ def time_limit(seconds: Optional[float], what: str = ""):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+BUILD_ENV_VAR = "PARITY_BUILD_TIMEOUT"
+DEFAULT_BUILD_TIMEOUT = 1800.0  # seconds: a cold export of a big detector, or a TensorRT engine build
+
+
+def build_timeout() -> Optional[float]:
+    """PARITY_BUILD_TIMEOUT, else DEFAULT_BUILD_TIMEOUT (ValueError when malformed)."""
+    value = os.environ.get(BUILD_ENV_VAR)
+    if value is None or not value.strip():
+        return DEFAULT_BUILD_TIMEOUT
+    return parse_seconds(value, BUILD_ENV_VAR)
+
+
+class BuildTimeout(CaseTimeout):
+    def describe(self) -> str:
+        text = f"{self.what or 'the build'} ran past the build time limit of {self.seconds:g} s ({BUILD_ENV_VAR})"
+        return text + (f"; interrupted in {self.where}" if self.where else "")
+
+
+@contextlib.contextmanager
+def outside_case_limit(what: str):
+    """Run an export or engine build outside the case's time limit: the case's timer is
+    paused (and re-armed with what it had left afterwards) and the build gets its own
+    limit, PARITY_BUILD_TIMEOUT. A cold cache then never turns the first case of a model
+    into a TIMEOUT, and a finished build is stored before the case's clock runs again."""
+    if not can_interrupt():
+        yield
+        return
+    left = signal.getitimer(signal.ITIMER_REAL)[0]
+    previous = signal.getsignal(signal.SIGALRM)
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    seconds = build_timeout()
+
+    def on_alarm(signum, frame):
+        raise BuildTimeout(seconds, what, _where(frame))
+
+    if seconds:
+        signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if left > 0:
+            signal.setitimer(signal.ITIMER_REAL, left)

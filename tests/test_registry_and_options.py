@@ -143,3 +143,33 @@ def test_cases_bringing_their_own_graph_export_nothing_until_a_test_opens_it(tmp
     assert done.returncode == 0, done.stdout + done.stderr
     assert "yolo-pose-fixed-export@onnxrt-cpu" in done.stdout and "tv-fcos-fixed-export@onnxrt-cpu" in done.stdout
     assert not list(tmp_path.rglob("*.onnx")), sorted(tmp_path.rglob("*"))
+
+
+RESNET50_CASES = """
+import torch
+from torchvision.models.detection import fasterrcnn_resnet50_fpn
+from deploy_parity import InputSpec, ModelCase, SizeSpace, adapters
+
+def build():
+    if torch.empty(0).device.type != "meta":  # a real build (weights made): noted for the test
+        open(__file__ + ".built", "a").write("built\\n")
+    return fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=3, fixed_size=(128, 128)).eval()
+
+CASES = [ModelCase(name="my-resnet50-detector", build_reference=build,
+                   inputs=(InputSpec("images", "image", ("float32",)),),
+                   sizes=SizeSpace(min_side=96, max_side=192, export_height=128, export_width=128),
+                   adapter=adapters.TorchvisionDetection.for_model(build))]
+"""
+
+
+def test_listing_a_resnet50_detector_case_builds_no_model(tmp_path):
+    """for_model(build) reads the detector's heads and thresholds on the meta device: the
+    README's user example no longer builds a ResNet-50 to list its case."""
+    module = tmp_path / "my_detectors.py"
+    module.write_text(textwrap.dedent(RESNET50_CASES))
+    done = pytest_cli("--model-module", str(module), "--list-models")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "my-resnet50-detector" in done.stdout
+    assert not (tmp_path / "my_detectors.py.built").exists()
+    [case] = build_registry([str(module)]).select(["my-resnet50-detector"])
+    assert case.score_threshold == 0.05 and case.topk == 100 and not case.adapter.has_masks

@@ -188,19 +188,31 @@ def test_a_full_disk_for_the_reports_changes_no_verdict_and_ends_in_one_clear_er
     assert "INTERNALERROR" not in output and "Traceback" not in output
 
 
-def test_a_file_where_the_reports_dir_should_be_changes_no_verdict_and_the_history_says_failed(tmp_path):
+def test_a_file_where_the_reports_dir_should_be_is_one_usage_error_before_anything_runs(tmp_path):
     module = write_cases_module(tmp_path / "cases.py")
     reports, db = tmp_path / "reports", tmp_path / "history.sqlite"
     reports.write_text("not a directory")
     run = start_suite(reports, tmp_path / "cache", "--model-module", str(module), "--backend", "torch-cpu",
                       target=PARITY_ONLY, history=str(db))
     output = finish(run)
-    assert run.returncode == 3 and "1 passed" in output, output[-3000:]
+    assert run.returncode == 4 and "passed" not in output, output[-3000:]
     [line] = [line for line in output.splitlines() if line.startswith("ERROR:")]
-    assert line.startswith(f"ERROR: reports could not be written to {reports}: {reports}: FileExistsError: "), line
-    assert line.endswith("; parity verdicts above are unaffected")
-    [(status, _, cases)] = history(db).values()
-    assert status == "failed" and cases > 0
+    assert line == (f"ERROR: reports dir {reports} (--reports-dir or PARITY_REPORTS_DIR): exists and is not a "
+                    "directory; expected a directory (or a path where one can be made)"), line
+    assert reports.read_text() == "not a directory" and "Traceback" not in output
+
+
+def test_a_file_where_the_cache_dir_should_be_is_one_usage_error_before_anything_runs(tmp_path):
+    module = write_cases_module(tmp_path / "cases.py")
+    cache = tmp_path / "cache"
+    cache.write_text("not a directory")
+    run = start_suite(tmp_path / "reports", cache, "--model-module", str(module), "--backend", "onnxrt-cpu",
+                      target=PARITY_ONLY)
+    output = finish(run)
+    assert run.returncode == 4 and "passed" not in output, output[-3000:]
+    [line] = [line for line in output.splitlines() if line.startswith("ERROR:")]
+    assert line.startswith(f"ERROR: export cache {cache} (--parity-cache-dir or PARITY_CACHE_DIR): exists and is not "
+                           "a directory"), line
 
 
 def test_a_run_that_records_nothing_says_so_in_every_report(tmp_path):

@@ -136,3 +136,40 @@ def test_empty_outputs_are_an_error():
     with TorchRunner("short", OneOutput, metas, ["y", "z"]) as runner:
         with pytest.raises(EmptyOutputError, match=r"outputs \['z'\] missing"):
             runner.infer(feed)
+
+
+class _TwoOutputs(torch.nn.Module):
+    """A deploy module that returns one more output than its case declares."""
+
+    def __init__(self, as_dict: bool):
+        super().__init__()
+        from tests.tiny_cases import TinyDetector
+
+        self.inner = TinyDetector()
+        self.as_dict = as_dict
+
+    def forward(self, images):
+        dets = self.inner(images)
+        return {"dets": dets, "debug": dets * 2} if self.as_dict else (dets, dets * 2)
+
+
+@pytest.mark.parametrize("as_dict", [False, True], ids=["tuple", "dict"])
+def test_a_deploy_module_with_an_undeclared_output_is_an_error_on_every_backend(tmp_path, as_dict):
+    """Held to the reference's rule: an output nothing compares is never trimmed in silence,
+    neither from the deploy module in PyTorch nor from the graph exported from it."""
+    from dataclasses import replace
+
+    from deploy_parity.check import CHECKS
+    from deploy_parity.pool import RunnerPool
+    from deploy_parity.strategies import ParityExample
+    from tests.tiny_cases import tiny_case
+
+    case = replace(tiny_case("extra-output"), build_deploy=lambda target: _TwoOutputs(as_dict).eval())
+    pool = RunnerPool(RunnerContext(cache_dir=tmp_path))
+    example = ParityExample(48, 64, 1, ("float32",), 0)
+    for backend in ("torch-cpu", "onnxrt-cpu"):
+        result = CHECKS["parity"](pool, case, BACKENDS[backend], example)
+        assert result.verdict.value == "error", (backend, result.summary())
+        text = result.summary()
+        assert ("debug" in text or "does not declare" in text or "2 outputs" in text), text
+        assert "does not declare" in text or "returned 2 outputs" in text, text

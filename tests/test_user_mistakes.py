@@ -231,3 +231,20 @@ def test_infinity_is_not_called_nan():
     assert inf.message == "scores: +inf in the candidate at index (1,) (a non-finite value never passes)"
     nan = compare_tensors(np.array([0.0, 0.0, np.nan]), np.zeros(3), tol, "scores")
     assert nan.message == "scores: NaN in the reference at index (2,) (a non-finite value never passes)"
+
+
+def test_two_cases_of_one_name_in_one_module_is_a_usage_error(cases, capsys, monkeypatch):
+    """The last would silently win and the first (perhaps a broken one) never run."""
+    path = cases("CASES = [tiny_case('twin'), tiny_case('other'), tiny_case('twin')]\n")
+    assert usage_error(capsys, monkeypatch, "--model-module", path) == (
+        f"ERROR: model case 'twin' registered twice ({path} CASES[0] and {path} CASES[2]); expected unique names")
+
+
+def test_a_helper_module_beside_the_cases_module_imports_without_a_path_hack(tmp_path, capsys, monkeypatch):
+    (tmp_path / "my_helpers.py").write_text("NAME = 'from-helper'\n")
+    path = write_cases_module(tmp_path / "my_cases.py", "import my_helpers\nCASES = [tiny_case(my_helpers.NAME)]\n")
+    monkeypatch.chdir(REPO)
+    code = pytest.main(["suites", "--collect-only", "-q", "-p", "no:cacheprovider", "--model-module", str(path)])
+    out, err = capsys.readouterr()
+    assert code == pytest.ExitCode.OK, out + err
+    assert "from-helper" in out

@@ -39,6 +39,10 @@ class Adapter:
             if missing:
                 raise ModelCaseError(f"{type(self).__name__}: the module's result has no {missing} "
                                      f"(it has {sorted(result)})")
+            extra = sorted(str(k) for k in result if k not in names)
+            if extra:
+                raise ModelCaseError(f"{type(self).__name__}: the module returned outputs {extra} the format does "
+                                     f"not have (it has {names}); expected exactly those")
             return {n: result[n] for n in names}
         result = tuple(result)
         if len(result) != len(names):

@@ -92,8 +92,20 @@ class TorchvisionDetection(Adapter):
 
     @classmethod
     def for_model(cls, model) -> "TorchvisionDetection":
-        """The adapter for a built torchvision detector: its kind, whether it has mask or
-        keypoint heads, its score threshold and detections per image."""
+        """The adapter for a torchvision detector: its kind, whether it has mask or keypoint
+        heads, its score threshold and detections per image. `model` is the detector or,
+        better, the case's build function: it is then called on PyTorch's meta device (the
+        architecture and its settings, no weights made), so a cases module that lists a
+        ResNet-50 detector imports in a blink instead of building it."""
+        import torch
+
+        if callable(model) and not isinstance(model, torch.nn.Module):
+            build = model
+            try:
+                with torch.device("meta"):
+                    model = build()
+            except Exception:  # noqa: BLE001 - a build the meta device cannot run: built for real, once
+                model = build()
         heads = getattr(model, "roi_heads", None)
         if heads is not None:  # GeneralizedRCNN: Faster / Mask / Keypoint R-CNN
             return cls(order="rcnn", masks=heads.has_mask(), keypoints=heads.has_keypoint(),

@@ -73,6 +73,11 @@ class Runner(ABC):
             missing = [n for n in self.output_names if n not in available]
             if missing:
                 raise ArtifactError(artifact, f"{what} lacks outputs {missing}; it has {available}")
+            extra = [n for n in available if n not in self.output_names]
+            if extra:  # never trimmed in silence: an output nothing compares is a finding
+                raise ArtifactError(artifact, f"{what} has outputs {extra} the case does not declare (it declares "
+                                              f"{self.output_names}); declare them (kind 'raw' compares a tensor) "
+                                              f"or remove them from the {what}")
         else:
             self.output_names = available
 

@@ -31,9 +31,11 @@ from pathlib import Path
 from typing import Optional
 
 from deploy_parity.case import DeployTarget, ModelCase
-from deploy_parity.errors import ArtifactError, CacheEntryRebuilt, HarnessError
-from deploy_parity.hashing import json_hash, module_source_hash, sha256_file, state_dict_hash
+from deploy_parity.errors import ArtifactError, CacheEntryRebuilt, HarnessError, StorageFull, no_space
+from deploy_parity.hashing import (attribute_hash, json_hash, module_source_hash, output_hash, sha256_file,
+                                   state_dict_hash)
 from deploy_parity.safe_paths import file_lock, inside
+from deploy_parity.watchdog import outside_case_limit
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,8 @@ _LOCK = threading.Lock()
 # Entries this process verified, by path: (inode, size, mtime_ns, key). A file changed
 # since is verified again; an unchanged one is not hashed and checked on every lookup.
 _VERIFIED: dict = {}
+# Cache folders a write found full, with the reason: the run stops once, not per case.
+_UNWRITABLE: dict = {}
 
 
 def library_versions() -> dict:
@@ -116,15 +120,42 @@ def case_code_files(case: ModelCase) -> list:
     return [f for f in files if f]
 
 
-def module_fingerprint(case: ModelCase, module) -> dict:
-    """What the deploy module is made of: its code (every class's file, the case's build
-    functions' files, source_files) and its weights (every parameter and buffer)."""
-    return {"code": module_source_hash(module, case_code_files(case)), "weights": state_dict_hash(module)}
+def module_fingerprint(case: ModelCase, module, target: Optional[DeployTarget] = None) -> dict:
+    """What the deploy module is made of and what it does: its code (every class's file,
+    the case's build functions' files, source_files), its weights (every parameter and
+    buffer), its plain attributes (constructor arguments, settings read at build time), and,
+    given the target, its answer to a fixed probe feed (a setting read from an environment
+    variable, a config file or a helper module's constant inside forward() changes it).
+    A module whose probe answer differs between two runs (random ops in forward) keys on
+    the rest, and the fingerprint says so."""
+    fingerprint = {"code": module_source_hash(module, case_code_files(case)), "weights": state_dict_hash(module),
+                   "attributes": attribute_hash(module)}
+    if target is not None:
+        fingerprint["probe"] = probe_hash(case, module, target)
+    return fingerprint
+
+
+def probe_hash(case: ModelCase, module, target: DeployTarget) -> str:
+    """The deploy module's answer to a fixed feed (seed 0, the export's sample size, batch
+    1), rounded: run twice, "unsteady" when the two differ."""
+    import torch
+
+    height = target.height or case.sizes.export_height or case.sizes.min_side
+    width = target.width or case.sizes.export_width or case.sizes.min_side
+    args = _sample_inputs(case, target, height, width, 1)
+    module.eval()
+    try:
+        with torch.inference_mode():
+            first = output_hash(module(*[a.clone() for a in args]))
+            second = output_hash(module(*[a.clone() for a in args]))
+    except Exception as error:  # noqa: BLE001 - the check that runs the module reports it properly
+        return f"the probe raised {type(error).__name__}"
+    return first if first == second else "unsteady (its answer to one feed changes between runs)"
 
 
 def export_key(case: ModelCase, target: DeployTarget, options: ExportOptions, module=None, *,
                fingerprint: Optional[dict] = None) -> str:
-    fingerprint = fingerprint if fingerprint is not None else module_fingerprint(case, module)
+    fingerprint = fingerprint if fingerprint is not None else module_fingerprint(case, module, target)
     return json_hash(
         {
             "case": case.name,
@@ -153,7 +184,7 @@ def remember_deploy_module(case: ModelCase, target: DeployTarget, module) -> Non
     """Take the fingerprint from the deploy module for `target` built for another reason
     (the PyTorch runner's), so the export cache's first lookup of it builds none."""
     if _known_fingerprint(case, target) is None:
-        _FINGERPRINTS[(id(case), target)] = (case, module_fingerprint(case, module))
+        _FINGERPRINTS[(id(case), target)] = (case, module_fingerprint(case, module, target))
 
 
 def _fingerprint(case: ModelCase, target: DeployTarget) -> tuple:
@@ -161,10 +192,26 @@ def _fingerprint(case: ModelCase, target: DeployTarget) -> tuple:
     known = _known_fingerprint(case, target)
     if known is not None:
         return known, None
-    module = case.build_deploy(target).eval()
-    fingerprint = module_fingerprint(case, module)
+    module = built_module(case, target)
+    fingerprint = module_fingerprint(case, module, target)
     _FINGERPRINTS[(id(case), target)] = (case, fingerprint)
     return fingerprint, module
+
+
+def built_module(case: ModelCase, target: DeployTarget):
+    return case.deploy_module(target).eval()
+
+
+def _clear_entry(path: Path) -> None:
+    """Remove a distrusted entry's graph and sidecar, files or folders, so the export that
+    follows can rename its own into place."""
+    import shutil
+
+    for item in (path, sidecar_path(path)):
+        if item.is_dir() and not item.is_symlink():
+            shutil.rmtree(item)
+        elif item.exists() or item.is_symlink():
+            item.unlink()
 
 
 def sidecar_path(path) -> Path:
@@ -180,8 +227,10 @@ def verify_entry(path, key: str) -> str:
     """Why the cached graph at `path` may not be used for `key` ("" when it may; "absent"
     when there is none). Reads the sidecar and hashes the graph."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return "absent"
+    if not path.is_file():
+        return "it is not a regular file"
     try:
         sidecar = json.loads(sidecar_path(path).read_text())
     except (OSError, ValueError):
@@ -225,14 +274,18 @@ def export_onnx(
                 STATS.cache_hits += 1
                 return path
             if reason != "absent":
+                _clear_entry(path)  # whatever stands in its place (a folder named like the sidecar): rebuilt once
                 message = f"export cache entry {path} not trusted: {reason}; exporting it again"
                 log.warning(message)
                 warnings.warn(CacheEntryRebuilt(message), stacklevel=2)
                 STATS.rebuilt.append(f"{path.name}: {reason}")
+            if str(cache_dir) in _UNWRITABLE:  # full already: not tried again per case
+                raise StorageFull(_UNWRITABLE[str(cache_dir)])
             start = time.perf_counter()
-            if module is None:  # a miss: now the module is needed
-                module = case.build_deploy(target).eval()
-            _export(case, target, options, module, path, key)
+            with outside_case_limit(f"export of {case.name} ({target.key()})"):
+                if module is None:  # a miss: now the module is needed
+                    module = built_module(case, target)
+                _export(case, target, options, module, path, key)
             STATS.exports += 1
             STATS.export_seconds += time.perf_counter() - start
             _VERIFIED[str(path)] = _stat_key(path, key)
@@ -313,6 +366,11 @@ def _export(case, target, options, module, path: Path, key: str) -> None:
     except ArtifactError:
         raise
     except Exception as exc:
+        if no_space(exc):
+            _UNWRITABLE[str(path.parent)] = (f"export cache {path.parent} has no room for {case.name}'s graph "
+                                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); free space "
+                                             "or give the run another --parity-cache-dir")
+            raise StorageFull(_UNWRITABLE[str(path.parent)]) from None
         raise HarnessError(f"export of {case.name} ({target.key()}, {options.exporter}) failed: {exc}") from exc
     finally:
         for leftover in (tmp, sidecar_tmp):

@@ -170,10 +170,10 @@ def localise(pool, case, backend, example, compare) -> Localisation:
     row = layer_row()
     try:
         if result.stage == "deploy rewrite":
-            reference = case.build_reference().eval()
+            reference = case.reference_module().eval()
             reference_records = capture(reference, args)
             reference64, why = _float64_records(reference, args)
-            deploy_records = capture(case.build_deploy(target).eval(), args)
+            deploy_records = capture(case.deploy_module(target).eval(), args)
             result.layer = first_divergent_module(reference_records, deploy_records, row, reference64)
             if result.layer is None:
                 result.note = ("not localised: no module both trees share differs while its inputs agree: the "
@@ -215,7 +215,7 @@ def _localise_export(pool, case, target, feed, args, left, compare, row) -> tupl
 
     candidate_path = onnx_for(case, target, pool.context)
     candidate = onnx.load(str(candidate_path))
-    module = case.build_deploy(target).eval()
+    module = case.deploy_module(target).eval()
     modules = [name for name, _ in module.named_modules(remove_duplicate=False)]
     candidate_values = run_with_intermediates(candidate, feed)
     why_not_diff = ""

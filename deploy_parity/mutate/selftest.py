@@ -164,7 +164,7 @@ def self_test(case, pool, *, operators=tuple(OPERATORS), per_operator: int = 2, 
     model = onnx.load(str(source))
     feed = pool.feed(case, probe)
     values = {**feed, **run_with_intermediates(model, feed)}  # the graph's inputs are mutation sites too
-    deploy = case.build_deploy(target)
+    deploy = case.deploy_module(target)
     module_names = [n for n, _ in deploy.named_modules(remove_duplicate=False)]
     uses: dict = {}
     for name, sub in deploy.named_modules(remove_duplicate=False):

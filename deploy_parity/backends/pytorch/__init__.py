@@ -25,7 +25,7 @@ def deploy_runner(case: ModelCase, target: DeployTarget, backend: str = "torch-c
     from deploy_parity.backends.pytorch.runner import TorchRunner
 
     def build():
-        module = case.build_deploy(target)
+        module = case.deploy_module(target)
         remember_deploy_module(case, target, module)  # before any .half(): the export cache keys on this module
         return module
 
@@ -60,6 +60,6 @@ def reference_runner(case: ModelCase, precision: str = "fp32"):
     # The eager model takes every dtype the case declares, at any accepted size.
     metas = {spec.name: TensorMeta(spec.name, tuple(spec.dtypes), metas[spec.name].shape) for spec in case.inputs}
     name = f"{case.name}/reference" + ("" if precision == "fp32" else f"-{precision}-shadow")
-    return TorchRunner(name, case.build_reference, metas, case.output_names,
+    return TorchRunner(name, case.reference_module, metas, case.output_names,
                        backend="reference" if precision == "fp32" else "reference-shadow", precision=precision,
                        named_outputs=case.named_outputs)
