@@ -91,8 +91,9 @@ class Registry:
         self._origin: dict[str, str] = {}
         self.unavailable: dict[str, str] = {}  # zoo module -> why it could not load
         self._loaded: set = set()
+        self._where: dict[str, str] = {}  # case name -> "module CASES[i]"
 
-    def register(self, case: ModelCase, origin: str = "") -> None:
+    def register(self, case: ModelCase, origin: str = "", index: Optional[int] = None) -> None:
         if not isinstance(case, ModelCase):
             raise ModelCaseError(f"model module {origin}: CASES holds {type(case).__name__} {_one_line(repr(case))[:60]}"
                                  "; expected ModelCase objects")
@@ -100,14 +101,16 @@ class Registry:
             check_name(case.name)
         except ModelCaseError as error:
             raise ModelCaseError(f"model module {origin}: {error}") from None
+        where = f"{origin} CASES[{index}]" if index is not None else origin
         if case.name in self._cases:
             # Anywhere: two cases of one name in one module would leave only the last to run.
             raise ModelCaseError(
-                f"model case {case.name!r} registered twice ({self._origin[case.name]} and {origin}); expected "
+                f"model case {case.name!r} registered twice ({self._where[case.name]} and {where}); expected "
                 "unique names"
             )
         self._cases[case.name] = case
         self._origin[case.name] = origin
+        self._where[case.name] = where
 
     def load_module(self, spec: str) -> None:
         """Import a module by dotted name or .py path and register its CASES."""
@@ -126,7 +129,7 @@ class Registry:
             return
         self._loaded.add(spec)
         for index, case in enumerate(cases):
-            self.register(case, origin=f"{spec} CASES[{index}]")
+            self.register(case, origin=spec, index=index)
 
     def load_zoo(self, package: str = "models", wanted: Optional[Iterable[str]] = None) -> None:
         """Register the zoo's cases. With `wanted` (case names, or () for the default run)

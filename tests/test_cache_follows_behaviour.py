@@ -117,3 +117,50 @@ def test_a_build_function_returning_none_is_one_line_naming_it(tmp_path):
     assert str(error.value) == ("behaviour: the deploy build function "
                                 "test_a_build_function_returning_none_is_one_line_naming_it.<locals>.build_deploy "
                                 "returned NoneType; expected a torch.nn.Module (a missing return?)")
+
+
+def test_a_full_cache_stops_the_export_once_and_is_not_retried(tmp_path, monkeypatch):
+    import errno
+
+    from deploy_parity.errors import StorageFull
+
+    calls = []
+
+    def no_room(*args, **kwargs):
+        calls.append(1)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch.onnx, "export", no_room)
+    monkeypatch.setattr(onnx_exporter, "_UNWRITABLE", {})
+    case = tiny_case("full-disk")
+    target = case.deploy_target(48, 64, ("float32",))
+    for _ in range(3):
+        with pytest.raises(StorageFull) as error:
+            export_onnx(case, target, cache_dir=tmp_path)
+        assert "has no room for full-disk's graph" in str(error.value) and "No space left" in str(error.value)
+    assert len(calls) == 1  # the later lookups say the same at once
+
+
+FULL_DISK_CASES = """
+import errno
+import torch
+
+def _no_room(*args, **kwargs):  # what a full disk does to the export's write
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+torch.onnx.export = _no_room
+CASES = [tiny_case("first"), tiny_case("second")]
+"""
+
+
+def test_a_full_cache_disk_fails_the_run_once_with_the_reason(tmp_path):
+    from tests.suite_runs import PARITY_ONLY, run_suite
+    from tests.tiny_cases import write_cases_module
+
+    module = write_cases_module(tmp_path / "cases.py", FULL_DISK_CASES)
+    run = run_suite(tmp_path, "--model-module", str(module), "--backend", "onnxrt-cpu", target=PARITY_ONLY,
+                    timeout=300)
+    assert run.returncode == 2, run.output[-3000:]  # pytest's "interrupted": the run stopped itself
+    assert "has no room for first's graph" in run.output and "1 failed" in run.output, run.output[-3000:]
+    assert "run failed: stopped: export cache" in run.output and "Ctrl-C" not in run.output, run.output[-3000:]
+    assert "second" not in run.output.split("short test summary")[-1], run.output[-3000:]  # not run at all

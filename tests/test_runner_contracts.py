@@ -171,5 +171,4 @@ def test_a_deploy_module_with_an_undeclared_output_is_an_error_on_every_backend(
         result = CHECKS["parity"](pool, case, BACKENDS[backend], example)
         assert result.verdict.value == "error", (backend, result.summary())
         text = result.summary()
-        assert ("debug" in text or "does not declare" in text or "2 outputs" in text), text
-        assert "does not declare" in text or "returned 2 outputs" in text, text
+        assert any(says in text for says in ("does not declare", "does not have", "returned 2 outputs")), text

@@ -255,6 +255,13 @@ def export_onnx(
 ) -> Path:
     """Path of the checked ONNX graph for (case, target, options), exporting on a miss or
     when the cached entry fails verification (see the module docstring)."""
+    # The whole lookup outside the case's time limit (its own, PARITY_BUILD_TIMEOUT): the
+    # fingerprint builds the module and runs its probe; a miss exports.
+    with outside_case_limit(f"export of {case.name} ({target.key()})"):
+        return _export_onnx(case, target, options, cache_dir)
+
+
+def _export_onnx(case: ModelCase, target: DeployTarget, options: ExportOptions, cache_dir) -> Path:
     cache_dir = Path(cache_dir or DEFAULT_CACHE_DIR) / "onnx"
     fingerprint, module = _fingerprint(case, target)
     key = export_key(case, target, options, fingerprint=fingerprint)
@@ -282,10 +289,9 @@ def export_onnx(
             if str(cache_dir) in _UNWRITABLE:  # full already: not tried again per case
                 raise StorageFull(_UNWRITABLE[str(cache_dir)])
             start = time.perf_counter()
-            with outside_case_limit(f"export of {case.name} ({target.key()})"):
-                if module is None:  # a miss: now the module is needed
-                    module = built_module(case, target)
-                _export(case, target, options, module, path, key)
+            if module is None:  # a miss: now the module is needed
+                module = built_module(case, target)
+            _export(case, target, options, module, path, key)
             STATS.exports += 1
             STATS.export_seconds += time.perf_counter() - start
             _VERIFIED[str(path)] = _stat_key(path, key)
