@@ -142,7 +142,8 @@ def test_kill_term_and_ctrl_c_leave_reports_that_agree_and_the_next_run_compares
 def test_a_second_run_on_a_busy_reports_dir_refuses_and_one_cache_exports_once(tmp_path):
     # The first run holds its reports dir for half a minute (a second per torch-cpu case);
     # the run beside it has the same case name and graph, without the sleep.
-    slow = write_cases_module(tmp_path / "slow.py", "CASES = [tiny_case('tiny-shared', sleep_seconds=1.0)]\n")
+    slow = write_cases_module(tmp_path / "slow.py", "import os\nos.environ['TINY_DETECTOR_SLEEP'] = '1.0'\n"
+                                                    "CASES = [tiny_case('tiny-shared')]\n")
     quick = write_cases_module(tmp_path / "quick.py", "CASES = [tiny_case('tiny-shared')]\n")
     reports, cache = tmp_path / "reports", tmp_path / "cache"
     backends = ("--backend", "onnxrt-cpu,torch-cpu")

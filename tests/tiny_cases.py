@@ -8,6 +8,7 @@ with --model-module; the options make the mistakes and slow models the tests nee
 
 from __future__ import annotations
 
+import os
 import textwrap
 import time
 from pathlib import Path
@@ -33,8 +34,11 @@ class TinyDetector(nn.Module):
         self.offset = offset
 
     def forward(self, images):
-        if self.sleep_seconds:
-            time.sleep(self.sleep_seconds)  # a hung inference, as far as the harness can tell
+        # TINY_DETECTOR_SLEEP: slow without being another module (the export cache keys on
+        # the module's attributes, so two runs that must share a graph cannot differ there).
+        seconds = self.sleep_seconds or float(os.environ.get("TINY_DETECTOR_SLEEP", "0"))
+        if seconds:
+            time.sleep(seconds)  # a hung inference, as far as the harness can tell
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images
         features = torch.relu(self.conv(x)).mean(dim=(2, 3))
         raw = self.head(features).reshape(-1, K, 5)
