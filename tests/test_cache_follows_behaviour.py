@@ -164,3 +164,30 @@ def test_a_full_cache_disk_fails_the_run_once_with_the_reason(tmp_path):
     assert "has no room for first's graph" in run.output and "1 failed" in run.output, run.output[-3000:]
     assert "run failed: stopped: export cache" in run.output and "Ctrl-C" not in run.output, run.output[-3000:]
     assert "second" not in run.output.split("short test summary")[-1], run.output[-3000:]  # not run at all
+
+
+def test_a_sidecar_that_is_a_folder_is_rebuilt_once(tmp_path, monkeypatch):
+    from deploy_parity.export.onnx_exporter import sidecar_path
+
+    case = tiny_case("odd-sidecar")
+    first, exported = exports_of(case, tmp_path, monkeypatch)
+    assert exported == 1
+    sidecar = sidecar_path(first)
+    sidecar.unlink()
+    (sidecar / "inside").mkdir(parents=True)  # something else standing where the sidecar goes
+    with pytest.warns(Warning, match="not trusted: no readable sidecar"):
+        again, exported = exports_of(case, tmp_path, monkeypatch)
+    assert (again, exported) == (first, 1) and sidecar.is_file()
+    assert exports_of(case, tmp_path, monkeypatch) == (first, 0)
+
+
+def test_the_profiles_leave_out_hypothesis_explain_phase():
+    """Its "these lines were always and only run by failing test cases: deploy_parity/..."
+    points into the harness, not at the user's model."""
+    from hypothesis import Phase, settings
+
+    from deploy_parity.hypothesis_profiles import register_profiles
+
+    register_profiles()
+    for name in ("dev", "ci", "nightly", "replay"):
+        assert Phase.explain not in settings.get_profile(name).phases, name
