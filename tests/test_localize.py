@@ -117,17 +117,18 @@ def test_module_outputs_held_by_plain_objects_are_seen_once():
     import torch
     from torchvision.models.detection.image_list import ImageList
 
-    from deploy_parity.localize import _leaves, _reads_the_feed
+    from deploy_parity.localize.modules import reads_the_feed
+    from deploy_parity.localize.tensors import leaves
 
     batch = torch.rand(1, 3, 8, 12)
     images = ImageList(batch, [(8, 12)])
-    assert [t is batch for t in _leaves((images, None))] == [True]
+    assert [t is batch for t in leaves((images, None))] == [True]
     images.me = images  # a cycle
-    assert len(_leaves(images)) == 1
-    assert _leaves((torch.nn.Linear(1, 1), "x", 3)) == []
+    assert len(leaves(images)) == 1
+    assert leaves((torch.nn.Linear(1, 1), "x", 3)) == []
     feed = {"images": batch.numpy()}
-    assert _reads_the_feed([batch[0].numpy()], feed) and _reads_the_feed([batch.numpy()], feed)
-    assert not _reads_the_feed([batch[0].numpy() + 1], feed) and not _reads_the_feed([], feed)
+    assert reads_the_feed([batch[0].numpy()], feed) and reads_the_feed([batch.numpy()], feed)
+    assert not reads_the_feed([batch[0].numpy() + 1], feed) and not reads_the_feed([], feed)
 
 
 @pytest.mark.slow  # exports torchvision's Keypoint R-CNN

@@ -38,13 +38,8 @@ import numpy as np
 
 from deploy_parity.localize.graph_diff import (first_departing_node, first_divergent_node_between_runtimes,
                                                run_with_intermediates, structurally_aligned)
-from deploy_parity.localize.modules import (capture, first_divergent_module, first_divergent_module_in_graph,
-                                            reads_the_feed)
-from deploy_parity.localize.scopes import map_scopes, module_boundaries, node_scope
-from deploy_parity.localize.tensors import leaves
-
-# Older names, kept for the tests and users who import them.
-_leaves, _reads_the_feed = leaves, reads_the_feed
+from deploy_parity.localize.modules import capture, first_divergent_module, first_divergent_module_in_graph
+from deploy_parity.localize.scopes import node_scope
 
 __all__ = ["Link", "Localisation", "localise", "node_scope", "capture", "first_divergent_module",
            "first_divergent_module_in_graph", "first_departing_node", "run_with_intermediates"]
