@@ -299,6 +299,8 @@ class ModelCase:
     build_reference: () -> torch.nn.Module in eval mode, the eager reference.
     build_deploy: (DeployTarget) -> the torch.nn.Module that gets exported; default: the
         reference itself. Not needed when you bring your own `onnx_path`.
+    int8_onnx_path: your own INT8 (QDQ or QOperator) graph for the onnxrt-cpu-int8 backend,
+        used instead of the one the harness quantizes from the fp32 export.
     onnx_path / engine_path: your own exported artifacts, loaded instead of exporting;
         a path, or a function returning one, called when the harness first opens the
         artifact (so listing or selecting cases makes nothing).
@@ -324,6 +326,7 @@ class ModelCase:
     build_deploy: Optional[Callable[[DeployTarget], "object"]] = None
     onnx_path: "Optional[Path | Callable[[], Path]]" = None
     engine_path: "Optional[Path | Callable[[], Path]]" = None
+    int8_onnx_path: "Optional[Path | Callable[[], Path]]" = None
     description: str = ""
     max_batch: int = 1
     spatial_binding: str = "dynamic"
@@ -367,6 +370,7 @@ class ModelCase:
             self.build_deploy = deploy_is_the_reference
         self.onnx_path = _artifact_path(self.name, "onnx_path", self.onnx_path)
         self.engine_path = _artifact_path(self.name, "engine_path", self.engine_path)
+        self.int8_onnx_path = _artifact_path(self.name, "int8_onnx_path", self.int8_onnx_path)
 
     # ---- the modules, checked: a build function that returns something else is one line ----
 

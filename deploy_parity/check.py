@@ -400,4 +400,42 @@ def _check_coverage(pool, case, backend, example, start) -> CaseResult:
     return result
 
 
+def check_agreement(pool, case, backend, examples: list) -> CaseResult:
+    """Task agreement of a reduced-precision backend over a fixed evaluation set: the task's
+    own metric (box / keypoint / mask AP) with the reference as ground truth, per size, and
+    the per-instance error distribution (deploy_parity/compare/agreement.py). A whole set,
+    not one example: no per-case time limit; anything it raises is an ERROR result."""
+    start = time.perf_counter()
+    try:
+        return _agreement(pool, case, backend, examples, start)
+    except Exception as error:  # noqa: BLE001 - recorded as an ERROR verdict, with the exception
+        return _errored("agreement", case, backend, examples[0], error, start)
+
+
+def _agreement(pool, case, backend, examples: list, start: float) -> CaseResult:
+    from deploy_parity.compare.agreement import judge_agreement
+
+    groups: dict = {}
+    for example in examples:
+        feed = feed_for(case, example, pool)
+        candidate = candidate_runner(pool, case, backend, example).infer(feed)
+        reference = pool.answers(case, example).outputs
+        for index in range(example.batch):
+            size = (example.height, example.width)
+            groups.setdefault(f"{example.height}x{example.width}", []).append(
+                (case.to_instances(reference, index, size), case.to_instances(candidate, index, size)))
+    row = pool.judge(case, backend).row("agreement")
+    comparisons = judge_agreement(groups, row, case.keypoint_sigmas)
+    first = examples[0]
+    if not comparisons:
+        return _result("agreement", case, backend, first, [Comparison(
+            "agreement", "task agreement", Verdict.VACUOUS,
+            message=f"the reference found no instances on any of the {len(examples)} evaluation examples: no "
+                    "task to agree on")], start)
+    images = sum(len(pairs) for pairs in groups.values())
+    return _result("agreement", case, backend, first, comparisons, start,
+                   message=f"task agreement over {len(examples)} examples ({images} images, sizes "
+                           f"{', '.join(groups)})")
+
+
 CHECKS = {"parity": check_parity, "batch": check_batch_consistency, "determinism": check_determinism}

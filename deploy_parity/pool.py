@@ -219,6 +219,8 @@ class RunnerPool:
                 if case.onnx_path is not None:  # ... the user's, which bounds every engine built from it
                     return intersect(engine, onnx_graph_bounds(case, case.onnx_path))
                 return engine
+        if backend.precision == "int8" and case.int8_onnx_path is not None:  # the user's own INT8 graph
+            return onnx_graph_bounds(case, case.int8_onnx_path)
         if case.onnx_path is not None:
             return onnx_graph_bounds(case, case.onnx_path)
         if case.spatial_binding == "fixed":

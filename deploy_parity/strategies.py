@@ -205,3 +205,30 @@ def refusal_examples(case, bounds: ShapeBounds) -> list:
 # Sentinels for @example: resolved per model case inside the test (examples are static).
 SQUARE_CONTROL = "square-control"
 EXPORT_SIZE = "export-size"
+
+
+def agreement_examples(case, bounds: ShapeBounds, count: int = 8) -> list:
+    """A fixed, seeded evaluation set for task agreement: the export size, the smallest
+    square, rectangles both ways up to the largest side (4:1 at most), and the largest
+    batch, `count` examples in all (the same on every run and machine)."""
+    dtypes = bounds.default_dtypes(case)
+    if bounds.fixed_height is not None:
+        sizes = [(bounds.fixed_height, bounds.fixed_width)]
+    else:
+        m = bounds.multiple_of
+        lo = -(-bounds.min_side // m) * m
+        hi = bounds.max_side // m * m
+        mid = (lo + hi) // 2 // m * m
+        sizes = []
+        for h, w in ((case.sizes.export_height or mid, case.sizes.export_width or mid), (lo, lo), (lo, mid),
+                     (mid, lo), (mid, hi), (hi, mid), (hi, hi), (mid, mid)):
+            while max(h, w) / min(h, w) > bounds.max_aspect:
+                h, w = (h, max(lo, w - m)) if w > h else (max(lo, h - m), w)
+            if not bounds.why_not(h, w, bounds.min_batch) and (h, w) not in sizes:
+                sizes.append((h, w))
+    batch = max(bounds.min_batch, min(2, bounds.max_batch))
+    examples = []
+    for i in range(count):
+        h, w = sizes[i % len(sizes)]
+        examples.append(ParityExample(h, w, batch if i % 3 == 2 else bounds.min_batch, dtypes, 7000 + i))
+    return examples

@@ -223,7 +223,7 @@ def _stat_key(path: Path, key: str):
     return (st.st_ino, st.st_size, st.st_mtime_ns, key)
 
 
-def verify_entry(path, key: str) -> str:
+def verify_entry(path, key: str, cache_format: int = CACHE_FORMAT) -> str:
     """Why the cached graph at `path` may not be used for `key` ("" when it may; "absent"
     when there is none). Reads the sidecar and hashes the graph."""
     path = Path(path)
@@ -235,7 +235,7 @@ def verify_entry(path, key: str) -> str:
         sidecar = json.loads(sidecar_path(path).read_text())
     except (OSError, ValueError):
         return "no readable sidecar JSON next to it"
-    if not isinstance(sidecar, dict) or sidecar.get("format") != CACHE_FORMAT:
+    if not isinstance(sidecar, dict) or sidecar.get("format") != cache_format:
         return "its sidecar was written by an older harness (no content hash)"
     if sidecar.get("key") != key:
         return f"its sidecar names key {sidecar.get('key')!r}, not this entry's {key!r} (copied from another entry?)"

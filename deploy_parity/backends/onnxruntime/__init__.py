@@ -5,6 +5,9 @@ The table below states each backend's precision once; the runner takes it from t
   onnxrt-cuda  fp32  CUDAExecutionProvider with use_tf32=0
   onnxrt-trt   tf32  TensorrtExecutionProvider: TensorRT's default builder config has
                      TF32 on and ONNX Runtime exposes no switch for it
+  onnxrt-cpu-int8  int8  CPUExecutionProvider on the INT8 graph: the user's int8_onnx_path,
+                     or the fp32 export quantized statically (deploy_parity/export/quantize.py);
+                     judged by task agreement (deploy_parity/compare/agreement.py)
 """
 
 from __future__ import annotations
@@ -45,9 +48,17 @@ def _trt_providers(case, target, context: RunnerContext, onnx_path):
     return [("TensorrtExecutionProvider", options), CUDA_PROVIDER]
 
 
+def _int8_graph(case, target, context):
+    from deploy_parity.export.quantize import quantized_graph
+
+    return quantized_graph(case, target, context)
+
+
 #        name           precision  providers        unavailable                       description
 TABLE = (("onnxrt-cpu", "fp32", _cpu_providers, onnxruntime_missing,
           "the exported graph on ONNX Runtime's CPU provider"),
+         ("onnxrt-cpu-int8", "int8", _cpu_providers, onnxruntime_missing,
+          "the INT8 graph (yours, or the export quantized here) on ONNX Runtime's CPU provider"),
          ("onnxrt-cuda", "fp32", _cuda_providers, requires("cuda", "ort-cuda"),
           "the exported graph on ONNX Runtime's CUDAExecutionProvider (TF32 off)"),
          ("onnxrt-trt", "tf32", _trt_providers, requires("cuda", "ort-trt", "tensorrt"),
@@ -58,7 +69,7 @@ def _factory(name: str, precision: str, providers):
     def factory(case: ModelCase, target: DeployTarget, context: RunnerContext):
         from deploy_parity.backends.onnxruntime.runner import OnnxRuntimeRunner
 
-        onnx_path = onnx_for(case, target, context)
+        onnx_path = _int8_graph(case, target, context) if precision == "int8" else onnx_for(case, target, context)
         return OnnxRuntimeRunner(runner_name(case, name, target), onnx_path,
                                  providers=providers(case, target, context, onnx_path),
                                  output_names=case.output_names, dim_bounds=metas_for_case(case, target),
@@ -69,4 +80,4 @@ def _factory(name: str, precision: str, providers):
 
 for _name, _precision, _providers, _unavailable, _description in TABLE:
     register_backend(Backend(_name, _precision, _description, _factory(_name, _precision, _providers), _unavailable,
-                             gpu=_name != "onnxrt-cpu"))
+                             gpu=not _name.startswith("onnxrt-cpu")))
