@@ -125,8 +125,8 @@ def test_on_tensorrt_11_fp16_is_an_fp16_graph_in_a_strongly_typed_network():
 def test_tensorrt_without_a_tf32_flag_refuses_trt_tf32_and_unknown_precisions_are_refused():
     with pytest.raises(BackendUnavailable, match="no TF32 builder flag"):
         recipe_for("tf32", 11, builder_flags=["FP8"])
-    with pytest.raises(HarnessError, match="no TensorRT recipe for precision 'int8'"):
-        recipe_for("int8", 10)
+    with pytest.raises(HarnessError, match="no TensorRT recipe for precision 'int4'"):
+        recipe_for("int4", 10)
 
 
 # ----------------------------------------------------------- the loader chain (no TensorRT)
@@ -175,6 +175,54 @@ def test_polygraphy_profiles_keep_every_input_and_shape():
 def test_building_the_chain_imports_no_tensorrt(detector_onnx):
     engine_bytes_loader(detector_onnx, recipe_for("fp16", 11), PROFILES["dynamic"])
     engine_bytes_loader(detector_onnx, recipe_for("fp16", 10), PROFILES["dynamic"])
+    assert "tensorrt" not in sys.modules
+
+
+def test_int8_on_tensorrt_10_is_calibrated_and_on_11_built_from_the_qdq_graph():
+    ten, eleven = recipe_for("int8", 10), recipe_for("int8", 11)
+    assert ten.config_kwargs() == {"fp16": False, "tf32": False, "int8": True} and ten.calibrate and not ten.qdq_graph
+    assert eleven.qdq_graph and eleven.strongly_typed and not eleven.calibrate
+    assert "int8" not in eleven.config_kwargs()  # strongly typed: the graph's Q/DQ nodes say where INT8 runs
+    assert ten.key_flags()["calibrated"] and eleven.key_flags()["qdq_graph"]
+    assert "calibrated on the case's feeds" in ten.describe() and "QDQ INT8 graph" in eleven.describe()
+
+
+def test_the_int8_chain_calibrates_with_polygraphys_calibrator_on_the_cases_feeds(detector_onnx, tmp_path,
+                                                                                  stand_in_tensorrt):
+    """The TensorRT 10 chain on CPU: the config made when TensorRT asks for it holds a real
+    Polygraphy Calibrator fed the case's calibration feeds and writing the keyed cache."""
+    from deploy_parity.backends.tensorrt.build import CalibratedConfig
+
+    feeds = [DETECTOR_FEED, DETECTOR_FEED]
+    cache = tmp_path / "detector.calibration"
+    loader = engine_bytes_loader(detector_onnx, recipe_for("int8", 10), PROFILES["dynamic"], tmp_path / "timing",
+                                 calibration=(lambda: feeds, cache))
+    config = loader._config
+    assert isinstance(config, CalibratedConfig) and config.kwargs["int8"] is True and config.cache_path == str(cache)
+    assert [list(p.keys()) for p in config.kwargs["profiles"]] == [["images", "orig_target_sizes"]]
+    assert isinstance(loader._network, polygraphy_trt.NetworkFromOnnxPath) and loader._network.path == str(detector_onnx)
+    assert "tensorrt" not in sys.modules  # nothing of TensorRT until the config is made
+    fake = stand_in_tensorrt(10)  # the calibrator subclasses TensorRT's; a stand-in base class on CPU
+    fake.IInt8EntropyCalibrator2, fake.IInt8LegacyCalibrator, fake.IInt8Calibrator = (type(n, (), {}) for n in (
+        "IInt8EntropyCalibrator2", "IInt8LegacyCalibrator", "IInt8Calibrator"))
+    calibrator = config.calibrator()
+    assert isinstance(calibrator, fake.IInt8EntropyCalibrator2)
+    assert calibrator.data_loader == feeds and calibrator._cache == str(cache)
+    with pytest.raises(HarnessError, match="needs calibration feeds"):
+        engine_bytes_loader(detector_onnx, recipe_for("int8", 10), PROFILES["dynamic"])
+
+
+def test_tensorrt_11s_int8_chain_builds_the_qdq_graph_strongly_typed(detector_onnx, tmp_path):
+    from deploy_parity.export.quantize import quantize_graph, sort_topologically
+
+    qdq = tmp_path / "detector-int8.onnx"
+    quantize_graph(detector_onnx, [DETECTOR_FEED, DETECTOR_FEED], qdq)
+    sort_topologically(qdq)
+    loader = engine_bytes_loader(qdq, recipe_for("int8", 11), PROFILES["dynamic"])
+    assert isinstance(loader._network, polygraphy_trt.NetworkFromOnnxPath) and loader._network.path == str(qdq)
+    assert loader._network.strongly_typed is True and isinstance(loader._config, polygraphy_trt.CreateConfig)
+    assert not getattr(loader._config, "int8", False)
+    assert any(node.op_type == "QuantizeLinear" for node in onnx.load(str(qdq)).graph.node)
     assert "tensorrt" not in sys.modules
 
 

@@ -22,7 +22,9 @@ from deploy_parity.contracts import metas_for_case
 #        name        precision  description
 TABLE = (("trt-fp32", "fp32", "a TensorRT engine built by Polygraphy in fp32 (TF32 off)"),
          ("trt-tf32", "tf32", "a TensorRT engine built by Polygraphy with TF32 allowed"),
-         ("trt-fp16", "fp16", "a TensorRT engine built by Polygraphy in fp16 (FP16 flag on TensorRT 10, fp16 graph on 11)"))
+         ("trt-fp16", "fp16", "a TensorRT engine built by Polygraphy in fp16 (FP16 flag on TensorRT 10, fp16 graph on 11)"),
+         ("trt-int8", "int8", "a TensorRT INT8 engine: calibrated on the case's feeds (TensorRT 10), or built from the "
+                              "QDQ graph onnxrt-cpu-int8 runs (TensorRT 11)"))
 
 _CACHES: dict = {}
 
@@ -49,11 +51,35 @@ def _factory(name: str, precision: str):
             onnx_path = onnx_for(case, target, context)
             graph = checked_graph_inputs(name, case, target, onnx_path)
             profile = derive_profile(case, target, graph_metas=graph)
-            source = built_engine_source(onnx_path, precision, [profile], session_engine_cache(context))
+            source = built_engine_source(onnx_path, precision, [profile], session_engine_cache(context),
+                                         int8=_int8_inputs(case, target, context) if precision == "int8" else None)
         return TensorRTRunner(runner_name(case, name, target), source, case.output_names, metas_for_case(case, target),
                               backend=name, precision=precision)
 
     return factory
+
+
+def _int8_inputs(case, target, context):
+    """(the QDQ graph, (calibration feeds, calibration cache)), each made only when asked for."""
+    from deploy_parity.export.quantize import calibration_feeds, calibration_for, int8_key, quantized_graph
+
+    def feeds():
+        return calibration_feeds(case, target, calibration_for(case, target))
+
+    def qdq_graph():
+        return quantized_graph(case, target, context)
+
+    class CachePath:  # the calibration cache keyed like the INT8 graph: fp32 graph, feeds, method, versions
+        def __fspath__(self):
+            folder = context.cache_dir / "engines" / "calibration"
+            folder.mkdir(parents=True, exist_ok=True)
+            fp32 = onnx_for(case, target, context)
+            return str(folder / f"{case.name}-{target.key()}-{int8_key(fp32, feeds(), calibration_for(case, target))}.cache")
+
+        def __str__(self):
+            return self.__fspath__()
+
+    return qdq_graph, (feeds, CachePath())
 
 
 for _name, _precision, _description in TABLE:

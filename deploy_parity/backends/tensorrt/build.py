@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 
 from deploy_parity.errors import BackendUnavailable, HarnessError
 
-TRT_PRECISIONS = ("fp32", "tf32", "fp16")
+TRT_PRECISIONS = ("fp32", "tf32", "fp16", "int8")
 STRONGLY_TYPED_FROM = 11  # first TensorRT major whose networks are strongly typed, with no FP16 builder flag
 
 # CreateConfig flags per precision on TensorRT 10 and older (also the engine cache key's flags there).
@@ -37,6 +37,7 @@ BUILDER_FLAGS = {
     "fp32": {"fp16": False, "tf32": False},
     "tf32": {"fp16": False, "tf32": True},
     "fp16": {"fp16": True, "tf32": False},
+    "int8": {"fp16": False, "tf32": False, "int8": True},  # with a calibrator fed the case's calibration feeds
 }
 
 
@@ -47,6 +48,11 @@ class BuildRecipe:
     create_config: tuple  # sorted (keyword, value) pairs for Polygraphy's CreateConfig
     fp16_graph: bool  # convert the ONNX graph's float tensors to float16 (inputs and outputs stay float32)
     strongly_typed: Optional[bool]  # NetworkFromOnnx*(strongly_typed=...); None: TensorRT's default
+    # INT8: TensorRT 10 and older calibrate the fp32 graph (INT8 flag, Polygraphy's Calibrator
+    # on the case's calibration feeds); TensorRT 11's strongly typed networks take their INT8
+    # from the QDQ graph the ONNX Runtime INT8 backend runs (deploy_parity/export/quantize.py).
+    calibrate: bool = False
+    qdq_graph: bool = False
 
     def config_kwargs(self) -> dict:
         return dict(self.create_config)
@@ -58,11 +64,17 @@ class BuildRecipe:
             flags["fp16_graph"] = True
         if self.strongly_typed is not None:
             flags["strongly_typed"] = self.strongly_typed
+        if self.calibrate:
+            flags["calibrated"] = True
+        if self.qdq_graph:
+            flags["qdq_graph"] = True
         return flags
 
     def describe(self) -> str:
         how = ("ONNX graph converted to float16 (IO float32), strongly typed network" if self.fp16_graph
-               else ", ".join(f"{k}={v}" for k, v in self.create_config) + " builder flags")
+               else "the QDQ INT8 graph, strongly typed network" if self.qdq_graph
+               else ", ".join(f"{k}={v}" for k, v in self.create_config) + " builder flags"
+               + (", calibrated on the case's feeds" if self.calibrate else ""))
         return f"{self.precision} on TensorRT {self.trt_major}: {how}"
 
 
@@ -84,12 +96,13 @@ def recipe_for(precision: str, major: int, builder_flags: Optional[Sequence[str]
         raise HarnessError(f"no TensorRT recipe for precision {precision!r}; known {list(TRT_PRECISIONS)}")
     if major < STRONGLY_TYPED_FROM:
         flags = BUILDER_FLAGS[precision]
-        return BuildRecipe(precision, major, tuple(sorted(flags.items())), fp16_graph=False, strongly_typed=None)
+        return BuildRecipe(precision, major, tuple(sorted(flags.items())), fp16_graph=False, strongly_typed=None,
+                           calibrate=precision == "int8")
     if precision == "tf32" and builder_flags is not None and "TF32" not in builder_flags:
         raise BackendUnavailable(f"TensorRT {major} has no TF32 builder flag: trt-tf32 cannot be built there")
     strongly = True if network_flags is None or "STRONGLY_TYPED" in network_flags else None
     return BuildRecipe(precision, major, (("tf32", precision == "tf32"),), fp16_graph=precision == "fp16",
-                       strongly_typed=strongly)
+                       strongly_typed=strongly, qdq_graph=precision == "int8")
 
 
 def installed_recipe(precision: str) -> BuildRecipe:
@@ -113,10 +126,30 @@ def polygraphy_profiles(profiles, profile_class=None) -> list:
     return converted
 
 
-def engine_bytes_loader(onnx_path, recipe: BuildRecipe, profiles, timing_cache=None, trt_api=None):
+class CalibratedConfig:
+    """CreateConfig(int8=True, calibrator=Calibrator(feeds, cache)), made when TensorRT asks
+    for the config (Polygraphy's Calibrator subclasses a TensorRT class: building the chain
+    must not import TensorRT)."""
+
+    def __init__(self, trt_api, feeds, cache_path, **kwargs):
+        self.trt_api = trt_api
+        self.feeds = feeds  # () -> list of {input name: array}
+        self.cache_path = str(cache_path)
+        self.kwargs = kwargs
+
+    def calibrator(self, base_class=None):
+        return self.trt_api.Calibrator(self.feeds(), cache=self.cache_path, BaseClass=base_class)
+
+    def __call__(self, builder, network):
+        return self.trt_api.CreateConfig(calibrator=self.calibrator(), **self.kwargs)(builder, network)
+
+
+def engine_bytes_loader(onnx_path, recipe: BuildRecipe, profiles, timing_cache=None, trt_api=None, calibration=None):
     """Polygraphy's EngineBytesFromNetwork(network, config=CreateConfig(...)), constructed and not called.
 
     The byte-returning half of EngineFromNetwork, so the engine cache can store the bytes.
+    calibration: (feeds, cache path) for a calibrated INT8 recipe (TensorRT 10 and older);
+    `onnx_path` is then the fp32 graph, and for TensorRT 11's INT8 the QDQ graph.
     """
     trt_api = trt_api or importlib.import_module("polygraphy.backend.trt")
     if recipe.fp16_graph:
@@ -127,6 +160,12 @@ def engine_bytes_loader(onnx_path, recipe: BuildRecipe, profiles, timing_cache=N
     else:
         network = trt_api.NetworkFromOnnxPath(str(onnx_path), strongly_typed=recipe.strongly_typed)
     cache = str(timing_cache) if timing_cache else None
-    config = trt_api.CreateConfig(profiles=polygraphy_profiles(profiles, trt_api.Profile), load_timing_cache=cache,
-                                  **recipe.config_kwargs())
+    kwargs = dict(profiles=polygraphy_profiles(profiles, trt_api.Profile), load_timing_cache=cache,
+                  **recipe.config_kwargs())
+    if recipe.calibrate:
+        if calibration is None:
+            raise HarnessError(f"{recipe.describe()}: an INT8 build needs calibration feeds and a calibration cache")
+        config = CalibratedConfig(trt_api, *calibration, **kwargs)
+    else:
+        config = trt_api.CreateConfig(**kwargs)
     return trt_api.EngineBytesFromNetwork(network, config=config, save_timing_cache=cache)

@@ -69,9 +69,11 @@ def current_env() -> EngineEnv:
         raise BackendUnavailable(f"cannot read the TensorRT version / GPU name: {exc}") from exc
 
 
-def build_engine_bytes(onnx_path, recipe: BuildRecipe, profiles: Sequence[EngineProfile], timing_cache=None) -> bytes:
+def build_engine_bytes(onnx_path, recipe: BuildRecipe, profiles: Sequence[EngineProfile], timing_cache=None,
+                       calibration=None) -> bytes:
     """Build a serialized engine from an .onnx file with Polygraphy's loaders."""
-    build = engine_bytes_loader(onnx_path, recipe, profiles, timing_cache, trt_api=polygraphy_trt())
+    build = engine_bytes_loader(onnx_path, recipe, profiles, timing_cache, trt_api=polygraphy_trt(),
+                                calibration=calibration)
     try:
         serialized = build()
     except Exception as exc:  # Polygraphy raises PolygraphyException with TensorRT's log above it
@@ -80,16 +82,25 @@ def build_engine_bytes(onnx_path, recipe: BuildRecipe, profiles: Sequence[Engine
     return bytes(memoryview(serialized))
 
 
-def built_engine_source(onnx_path, precision: str, profiles: Sequence[EngineProfile], cache: EngineCache
-                        ) -> Callable[[], bytes]:
-    """Engine bytes from the cache, built (and cached) on a miss or a stale entry."""
+def built_engine_source(onnx_path, precision: str, profiles: Sequence[EngineProfile], cache: EngineCache,
+                        int8=None) -> Callable[[], bytes]:
+    """Engine bytes from the cache, built (and cached) on a miss or a stale entry.
+
+    int8: for precision "int8", (qdq_graph, calibration) where qdq_graph() is the QDQ graph
+    TensorRT 11 builds from and calibration = (feeds, cache path) what TensorRT 10 calibrates
+    the fp32 graph `onnx_path` with; the graph actually built is what the engine key hashes."""
 
     def load() -> bytes:
         env = current_env()
         recipe = installed_recipe(precision)
-        key = engine_key(onnx_path, precision, recipe.key_flags(), profiles, env)
+        graph, calibration = onnx_path, None
+        if recipe.qdq_graph:
+            graph = int8[0]()
+        elif recipe.calibrate:
+            calibration = int8[1]
+        key = engine_key(graph, precision, recipe.key_flags(), profiles, env)
         return cache.get_or_build(
-            key, lambda: build_engine_bytes(onnx_path, recipe, profiles, cache.timing_cache_path(env))
+            key, lambda: build_engine_bytes(graph, recipe, profiles, cache.timing_cache_path(env), calibration)
         )
 
     return load
