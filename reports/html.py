@@ -20,7 +20,7 @@ from reports.overhead import PHASE_COLUMNS, format_overhead, format_phases
 from reports.regressions import describe_rule
 from reports.summary import VERDICTS
 
-CHECK_ORDER = ("coverage", "parity", "batch", "determinism", "refusal")
+CHECK_ORDER = ("coverage", "parity", "batch", "determinism", "refusal", "agreement")
 _SEVERITY = {"error": 6, "timeout": 5, "fail": 4, "refused": 3, "ambiguous": 2, "vacuous": 1, "pass": 0}
 
 
@@ -143,6 +143,10 @@ def _matrix_section(page: ReportPage) -> str:
                 continue
             worst = max((v for v in VERDICTS if row.get(v)), key=_SEVERITY.get, default="vacuous")
             counts = " &middot; ".join(f"{row[v]} {v}" for v in VERDICTS if row.get(v))
+            if check == "agreement":  # the task metric beside the verdict, per task
+                counts += "".join(f"<br>{_e(c['kind'])} AP {c['metrics']['ap']:.3f}" for r in page.records
+                                  if (r["model"], r["backend"], r["check"]) == (model, backend, check)
+                                  for c in r.get("comparisons", []) if "ap" in c.get("metrics", {}))
             line.append(f'<td class="{worst}">{counts}</td>')
         body.append(line)
         classes.append("")
