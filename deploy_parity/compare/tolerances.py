@@ -328,6 +328,12 @@ def _candidates(kind: str, backend: str, precision: str):
     yield (kind, ANY, ANY)
 
 
+def has_row(kind: str, backend: str, precision: str, table: Optional[Mapping] = None) -> bool:
+    """Is there a row for this comparison (without falling back to an error)?"""
+    table = TOLERANCES if table is None else table
+    return any(k in table for k in _candidates(kind, backend, precision))
+
+
 def lookup(
     kind: str,
     backend: str,
