@@ -76,11 +76,15 @@ def test_a_helper_modules_constant_misses_the_cache(tmp_path, monkeypatch):
     helper = tmp_path / "parity_test_helper.py"
     helper.write_text("SHIFT = 0.0\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    # No .pyc: it is keyed by the source's mtime (whole seconds) and size, and the edit below
+    # lands within the same second, so a reload could read the old constant from it.
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
     module = importlib.import_module("parity_test_helper")
     case = case_with(lambda target: Shifted(lambda: module.SHIFT).eval())
     first, _ = exports_of(case, tmp_path / "cache", monkeypatch)
-    helper.write_text("SHIFT = 3.0\n")
+    helper.write_text("SHIFT = 3.25\n")
     importlib.reload(module)
+    assert module.SHIFT == 3.25
     second, exported = exports_of(case, tmp_path / "cache", monkeypatch)
     assert exported == 1 and second != first
     sys.modules.pop("parity_test_helper", None)
