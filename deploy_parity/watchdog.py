@@ -98,8 +98,16 @@ def time_limit(seconds: Optional[float], what: str = ""):
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        _disarm(previous)
+
+
+def _disarm(previous, rearm: float = 0.0) -> None:
+    """Stop the timer, put the previous SIGALRM handler back, and re-arm what was left of
+    an outer limit (`rearm` seconds)."""
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, previous)
+    if rearm > 0:
+        signal.setitimer(signal.ITIMER_REAL, rearm)
 
 
 BUILD_ENV_VAR = "PARITY_BUILD_TIMEOUT"
@@ -143,7 +151,4 @@ def outside_case_limit(what: str):
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-        if left > 0:
-            signal.setitimer(signal.ITIMER_REAL, left)
+        _disarm(previous, left)
