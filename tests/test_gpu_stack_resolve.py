@@ -60,7 +60,7 @@ def dry_run(tmp_path, requirements: list, name: str, *options) -> dict:
 
 
 @pytest.mark.slow  # about a minute per stack: pip reads torch's and every CUDA wheel's metadata
-@pytest.mark.parametrize("stack_name", ["cu12", "cu13"])
+@pytest.mark.parametrize("stack_name", ["cu12", "cu13", "trt-canary"])
 def test_the_stack_resolves_to_one_cuda_major_without_cpu_onnxruntime(stack_name, tmp_path):
     why_not = reachable("https://pypi.org/simple/pip/")
     if why_not:
