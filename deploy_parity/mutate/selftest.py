@@ -172,6 +172,7 @@ def self_test(case, pool, *, operators=tuple(OPERATORS), per_operator: int = 2, 
     shared = {name for names in uses.values() if len(names) > 1 for name in names}
     module_of = map_scopes([n.name for n in model.graph.node], module_names).module_of
     mutants = plant(model, values, operators, per_operator)
+    unmutated: dict = {}  # the unmutated graph's answer per example, shared by every mutant
     report = SelfTest(case.name, str(source))
     workdir = Path(workdir or tempfile.mkdtemp(prefix="parity-self-test-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -199,7 +200,7 @@ def self_test(case, pool, *, operators=tuple(OPERATORS), per_operator: int = 2, 
                 progress(f"  {mutant.id}: ERROR {type(error).__name__}: {str(error)[:200]}")
                 continue
             if failed is None:
-                effects = [_effect(pool, case, source, path, backend, r.example) for r in records]
+                effects = [_effect(pool, case, source, path, backend, r.example, unmutated) for r in records]
                 real = [text for within, text in effects if not within]
                 outcome = "survived" if real else "equivalent"
                 result = MutantResult(mutant, outcome, verdict="pass", why=(
@@ -233,7 +234,7 @@ def self_test(case, pool, *, operators=tuple(OPERATORS), per_operator: int = 2, 
     return report
 
 
-def _effect(pool, case, source, mutant_path, backend, example) -> tuple[bool, str]:
+def _effect(pool, case, source, mutant_path, backend, example, unmutated: dict) -> tuple[bool, str]:
     """(within rounding, what): does the mutation change what the suite judges (the case's
     boxes, keypoints, masks, tensors: not the raw scores of anchors below the threshold)
     by more than the model's own float32 rounding? The unmutated graph's answer against
@@ -252,7 +253,12 @@ def _effect(pool, case, source, mutant_path, backend, example) -> tuple[bool, st
     from deploy_parity.localize import run_with_intermediates
 
     feed = pool.feed(case, example)
-    original = run_with_intermediates(source, feed, [])  # both graphs alike: one thread, no fusion
+    # Both graphs alike (one thread, no fusion); the unmutated graph's answer once per example
+    # for every mutant (`unmutated`, the self-test's own), not once per mutant.
+    key = (example.height, example.width, example.batch, example.seed, tuple(example.dtypes))
+    if key not in unmutated:
+        unmutated[key] = run_with_intermediates(source, feed, [])
+    original = unmutated[key]
     mutated = run_with_intermediates(mutant_path, feed, [])
     noise = pool.noise(case, example, judge).limits_only()
     comparisons = compare_case_outputs(case, original, mutated, judge=judge, noise=noise, batch=example.batch,
