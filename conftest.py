@@ -10,4 +10,5 @@ from deploy_parity.hypothesis_profiles import load_default_profile, register_pro
 register_profiles()
 load_default_profile()
 
-pytest_plugins = ["fixtures.selection", "fixtures.harness", "fixtures.reporting", "fixtures.parallel"]
+pytest_plugins = ["fixtures.selection", "fixtures.harness", "fixtures.reporting", "fixtures.parallel",
+                  "fixtures.sharding"]

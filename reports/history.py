@@ -228,6 +228,19 @@ class HistoryStore:
             result.setdefault(row["run_id"], {})[key] = {m: row[m] for m in ERROR_METRICS}
         return result
 
+    def unit_seconds(self, profile: Optional[str]) -> dict:
+        """{(model, backend): seconds} summed over the cases of each unit's latest complete
+        run (with this Hypothesis profile unless None): what --shard balances by."""
+        query = ("SELECT c.run_id, c.model, c.backend, SUM(c.seconds) AS seconds FROM cases c JOIN runs r"
+                 " ON r.id = c.run_id WHERE r.status = 'complete'"
+                 + (" AND r.hypothesis_profile = ?" if profile is not None else "")
+                 + " GROUP BY c.run_id, c.model, c.backend ORDER BY c.run_id DESC")
+        found: dict = {}
+        for row in self.connection.execute(query, [profile] if profile is not None else []):
+            if row["seconds"] is not None:
+                found.setdefault((row["model"], row["backend"]), float(row["seconds"]))
+        return found
+
     def baselines(self, current_run_id: int, groups, profile: Optional[str]) -> dict:
         """{group: (baseline run id, {metric: worst})}: for each group of the current run,
         the latest COMPLETE earlier run with the same Hypothesis profile that checked it.

@@ -123,6 +123,17 @@ def _run_section(page: ReportPage) -> str:
         facts.append(("xdist workers", _e(", ".join(
             f"{w['id']}: {w['cases']} cases, {w['torch_threads']} torch thread(s)"
             + (f", CUDA_VISIBLE_DEVICES={w['gpu']}" if w.get("gpu") is not None else "") for w in run["workers"]))))
+    shard = run.get("shard")
+    if shard:  # one part of a sharded run (--shard K/N)
+        facts.append(("shard", _e(f"{shard['index']}/{shard['count']}: {len(shard['units'])} of {shard['all_units']} "
+                                  f"(model case, backend) units, planned {shard['planned_seconds']:.0f} s; "
+                                  f"{shard['balanced_by']}; plan {shard['plan_digest']}")))
+    for part in run.get("shards") or []:  # a run merged from shards (python -m reports.merge)
+        link = (f" <a href='{_e(part['report'])}'>its report</a>" if part.get("report") else "")
+        facts.append((f"shard {part['index']}/{part['count']}",
+                      _e(f"{part['status']}, exit status {part['exit_status']}, {part['cases']} cases, "
+                         f"{part['wall_seconds']} s, {len(part['units'])} units, host {part.get('host') or '-'}")
+                      + link))
     rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
     return f"<h2 id='run'>Run</h2><table>{rows}</table>"
 

@@ -188,10 +188,12 @@ def _bench(directory: Path, name: str = "bench.json") -> Optional[dict]:
 def write_run_reports(*, directory: Path, records: list, identity: RunIdentity, outcome: RunOutcome,
                       environment: Callable[[], dict], picture_cap: int, registry, backends: dict,
                       make_pool: Callable, html: bool = True, workers: list = (),
-                      kept_answers: Optional[dict] = None) -> WrittenReports:
+                      kept_answers: Optional[dict] = None, parts: Optional[dict] = None) -> WrittenReports:
     """workers: per xdist worker, {"id", "gpu", "torch_threads", "cases"} (empty without xdist).
     kept_answers: record index -> what its check compared (deploy_parity.check.KeptAnswers);
     pictures are drawn from these, and only a record without them is re-run (make_pool).
+    parts: run.json entries of a sharded run: {"shard": this shard's plan} (--shard K/N), or
+    {"shards": [...]} for a run merged from shards (reports/merge.py).
 
     Never raises for a file it cannot write: each is a problem in the result. When one
     is met after the history said 'complete', the history run is marked 'failed' and
@@ -226,6 +228,7 @@ def write_run_reports(*, directory: Path, records: list, identity: RunIdentity, 
         "inference_calls": outcome.overhead["inference_calls"],
         **outcome.exports,
         "cases": len(records),
+        "verdicts": dict(sorted(Counter(r.get("verdict") for r in records).items())),
         "rows": rows,
         "overhead": outcome.overhead,
         "status": outcome.status,
@@ -241,6 +244,7 @@ def write_run_reports(*, directory: Path, records: list, identity: RunIdentity, 
         "environment": env,
         "workers": list(workers),
         "history": {k: history[k] for k in ("db", "run_id", "baseline_run_ids", "regressions") if k in history},
+        **(parts or {}),
     }
     written.run = run
     try:
