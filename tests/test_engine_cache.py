@@ -186,3 +186,26 @@ def test_a_stamped_user_engine_from_this_machine_loads(user_engine):
 def test_foreign_reason_is_pure_and_lists_missing_fields():
     assert foreign_reason({"tensorrt": "10.3.0"}, ENV, "fp16") == "its sidecar lacks ['gpu', 'precision']"
     assert foreign_reason({"tensorrt": "10.3.0", "gpu": ENV.gpu, "precision": "fp16"}, ENV, "fp16") == ""
+
+
+def test_a_build_longer_than_the_case_limit_is_finished_stored_and_reused(tmp_path):
+    """Issue 22, item 2: a cold engine build runs outside the per-case limit (with its own,
+    PARITY_BUILD_TIMEOUT), so a build past the case limit is stored, not thrown away and
+    redone by every later check."""
+    import time
+
+    from deploy_parity.watchdog import time_limit
+
+    cache = EngineCache(tmp_path)
+    builds = []
+
+    def slow_build():
+        builds.append(1)
+        time.sleep(1.2)
+        return b"engine bytes (placeholder)"
+
+    with time_limit(0.4, "parity slow-model on trt-fp16"):
+        assert cache.get_or_build(key(), slow_build) == b"engine bytes (placeholder)"
+    with time_limit(0.4, "parity slow-model on trt-fp16"):
+        assert cache.get_or_build(key(), slow_build) == b"engine bytes (placeholder)"
+    assert len(builds) == 1 and cache.stats.builds == 1 and cache.stats.hits == 1

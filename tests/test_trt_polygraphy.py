@@ -482,3 +482,36 @@ def test_recipe_is_plain_data_for_the_cache_key():
     recipe = recipe_for("fp16", 11)
     assert isinstance(recipe, BuildRecipe) and hash(recipe) == hash(recipe_for("fp16", 11))
     assert "float16" in recipe.describe() and "fp16=True" in recipe_for("fp16", 10).describe()
+
+
+# ------------------------------------------- issue 22: the key hashes the graph TensorRT parses
+
+
+def test_the_fp16_engine_key_follows_the_fp16_conversion_not_only_the_fp32_graph(detector_onnx, monkeypatch):
+    """TensorRT 11 builds fp16 from the converted float16 graph: a change to the conversion
+    (fp16_graph.py) must key a new engine, not serve the one built from the old conversion."""
+    from deploy_parity.backends.tensorrt import fp16_graph
+    from deploy_parity.backends.tensorrt.engine_cache import EngineEnv
+    from deploy_parity.backends.tensorrt.runner import engine_build_plan
+
+    env = EngineEnv(tensorrt="11.1.0", gpu="NVIDIA H100 80GB HBM3")
+    recipe = recipe_for("fp16", 11)
+    key, graph = engine_build_plan(detector_onnx, recipe, PROFILES["dynamic"], env)
+    assert graph.data is not None and graph.data[:2] != b"" and key == engine_build_plan(
+        detector_onnx, recipe, PROFILES["dynamic"], env)[0]
+    converted = fp16_graph.fp16_graph_bytes
+
+    def changed_conversion(path):  # the conversion now also keeps, say, one more node in float32
+        import onnx
+
+        model = onnx.load_from_string(converted(path))
+        model.graph.node[0].doc_string = "kept in float32 by the new conversion"
+        return model.SerializeToString()
+
+    monkeypatch.setattr(fp16_graph, "fp16_graph_bytes", changed_conversion)
+    changed, graph_after = engine_build_plan(detector_onnx, recipe, PROFILES["dynamic"], env)
+    assert changed.digest() != key.digest() and graph_after.data != graph.data
+    # TensorRT 10's fp16 is a builder flag on the fp32 graph: its key follows that file.
+    ten = recipe_for("fp16", 10)
+    assert engine_build_plan(detector_onnx, ten, PROFILES["dynamic"], env)[1].data is None
+

@@ -144,19 +144,52 @@ class CalibratedConfig:
         return self.trt_api.CreateConfig(calibrator=self.calibrator(), **self.kwargs)(builder, network)
 
 
-def engine_bytes_loader(onnx_path, recipe: BuildRecipe, profiles, timing_cache=None, trt_api=None, calibration=None):
+@dataclass(frozen=True)
+class BuiltGraph:
+    """The ONNX graph TensorRT parses for a recipe, and its sha256 (what the engine key hashes)."""
+
+    path: object  # the .onnx file parsed (fp32, or the QDQ graph), or the source of `data`
+    sha256: str
+    data: Optional[bytes] = None  # the converted float16 graph, when the recipe builds from one
+
+
+def graph_to_build(onnx_path, recipe: BuildRecipe, qdq_graph=None) -> BuiltGraph:
+    """What TensorRT will parse for `recipe`: the graph itself, the QDQ graph (`qdq_graph()`,
+    TensorRT 11's INT8) or the float16 conversion of it (TensorRT 11's fp16). The key hashes
+    this graph, so a change to fp16_graph.py or to the quantizer builds a new engine instead
+    of serving one built from the old conversion."""
+    from deploy_parity.hashing import sha256_bytes, sha256_file
+
+    if recipe.qdq_graph:
+        if qdq_graph is None:
+            raise HarnessError(f"{recipe.describe()}: an INT8 build on TensorRT {recipe.trt_major} needs the QDQ graph")
+        path = qdq_graph()
+        return BuiltGraph(path, sha256_file(path))
+    if recipe.fp16_graph:
+        from deploy_parity.backends.tensorrt.fp16_graph import fp16_graph_bytes
+
+        data = fp16_graph_bytes(onnx_path)
+        return BuiltGraph(onnx_path, sha256_bytes(data), data)
+    return BuiltGraph(onnx_path, sha256_file(onnx_path))
+
+
+def engine_bytes_loader(onnx_path, recipe: BuildRecipe, profiles, timing_cache=None, trt_api=None, calibration=None,
+                        graph_data: Optional[bytes] = None):
     """Polygraphy's EngineBytesFromNetwork(network, config=CreateConfig(...)), constructed and not called.
 
     The byte-returning half of EngineFromNetwork, so the engine cache can store the bytes.
     calibration: (feeds, cache path) for a calibrated INT8 recipe (TensorRT 10 and older);
     `onnx_path` is then the fp32 graph, and for TensorRT 11's INT8 the QDQ graph.
+    graph_data: the float16 graph already converted (graph_to_build), so the engine is built
+    from the very bytes its key hashes; None converts `onnx_path` when the network is built.
     """
     trt_api = trt_api or importlib.import_module("polygraphy.backend.trt")
     if recipe.fp16_graph:
         from deploy_parity.backends.tensorrt.fp16_graph import fp16_graph_bytes
 
         # A callable: Polygraphy converts when the network is built, not now.
-        network = trt_api.NetworkFromOnnxBytes(lambda: fp16_graph_bytes(onnx_path), strongly_typed=recipe.strongly_typed)
+        network = trt_api.NetworkFromOnnxBytes(graph_data if graph_data is not None else lambda: fp16_graph_bytes(onnx_path),
+                                               strongly_typed=recipe.strongly_typed)
     else:
         network = trt_api.NetworkFromOnnxPath(str(onnx_path), strongly_typed=recipe.strongly_typed)
     cache = str(timing_cache) if timing_cache else None

@@ -36,8 +36,8 @@ from deploy_parity.contracts import TensorMeta
 from deploy_parity.errors import ArtifactError, BackendUnavailable, HarnessError
 from deploy_parity.backends.capabilities import POLYGRAPHY_MISSING, TENSORRT_MISSING
 from deploy_parity.backends.runner import Runner
-from deploy_parity.backends.tensorrt.build import BuildRecipe, engine_bytes_loader, installed_recipe
-from deploy_parity.backends.tensorrt.engine_cache import EngineCache, EngineEnv, detect_env, engine_key, load_user_engine
+from deploy_parity.backends.tensorrt.build import BuildRecipe, engine_bytes_loader, graph_to_build, installed_recipe
+from deploy_parity.backends.tensorrt.engine_cache import EngineCache, EngineEnv, detect_env, load_user_engine, make_key
 from deploy_parity.backends.tensorrt.profiles import EngineProfile, bounds_from_engine_metas, engine_tensor_meta, numpy_dtype_for_trt
 
 
@@ -70,16 +70,24 @@ def current_env() -> EngineEnv:
 
 
 def build_engine_bytes(onnx_path, recipe: BuildRecipe, profiles: Sequence[EngineProfile], timing_cache=None,
-                       calibration=None) -> bytes:
-    """Build a serialized engine from an .onnx file with Polygraphy's loaders."""
+                       calibration=None, graph_data: Optional[bytes] = None) -> bytes:
+    """Build a serialized engine from an .onnx file (or its converted bytes) with Polygraphy's loaders."""
     build = engine_bytes_loader(onnx_path, recipe, profiles, timing_cache, trt_api=polygraphy_trt(),
-                                calibration=calibration)
+                                calibration=calibration, graph_data=graph_data)
     try:
         serialized = build()
     except Exception as exc:  # Polygraphy raises PolygraphyException with TensorRT's log above it
         raise ArtifactError(onnx_path, f"TensorRT could not build a {recipe.describe()} engine: {exc}".splitlines()[0]
                             ) from exc
     return bytes(memoryview(serialized))
+
+
+def engine_build_plan(onnx_path, recipe: BuildRecipe, profiles: Sequence[EngineProfile], env: EngineEnv,
+                      int8=None) -> tuple:
+    """(engine key, BuiltGraph): the key hashes the graph TensorRT will actually parse. Pure
+    apart from reading (and, for fp16 on TensorRT 11, converting) the graph: no TensorRT."""
+    graph = graph_to_build(onnx_path, recipe, int8[0] if int8 else None)
+    return make_key(graph.sha256, recipe.precision, recipe.key_flags(), profiles, env), graph
 
 
 def built_engine_source(onnx_path, precision: str, profiles: Sequence[EngineProfile], cache: EngineCache,
@@ -93,14 +101,11 @@ def built_engine_source(onnx_path, precision: str, profiles: Sequence[EngineProf
     def load() -> bytes:
         env = current_env()
         recipe = installed_recipe(precision)
-        graph, calibration = onnx_path, None
-        if recipe.qdq_graph:
-            graph = int8[0]()
-        elif recipe.calibrate:
-            calibration = int8[1]
-        key = engine_key(graph, precision, recipe.key_flags(), profiles, env)
+        key, graph = engine_build_plan(onnx_path, recipe, profiles, env, int8)
+        calibration = int8[1] if recipe.calibrate else None
         return cache.get_or_build(
-            key, lambda: build_engine_bytes(graph, recipe, profiles, cache.timing_cache_path(env), calibration)
+            key, lambda: build_engine_bytes(graph.path, recipe, profiles, cache.timing_cache_path(env), calibration,
+                                            graph.data)
         )
 
     return load
