@@ -45,6 +45,9 @@ class CaseResult:
     seconds: float = 0.0
     replay: str = ""  # the command that re-runs exactly this case
     accepted: dict = field(default_factory=dict)  # input -> shapes the candidate accepts
+    # Where a provider that partitions the graph ran it (onnxrt-trt: TensorRT's partitions
+    # and what fell back where), when the candidate measured it; "" otherwise.
+    placement: str = ""
     # Where a failing parity case breaks (deploy_parity/localize/), on the final shrunk
     # example of a failing test only; and the most severe failing example seen beside it.
     localisation: Optional[object] = None
@@ -86,6 +89,7 @@ class CaseResult:
             "seconds": round(self.seconds, 4),
             "replay": self.replay,
             "accepted_shapes": self.accepted,
+            **({"placement": self.placement} if self.placement else {}),
             **({"localisation": self.localisation.to_record()} if self.localisation is not None else {}),
             **({"most_severe": self.most_severe} if self.most_severe else {}),
             "comparisons": [c.to_record() for c in self.comparisons],
@@ -255,6 +259,11 @@ def accepted_shapes(runner) -> dict:
     return {name: f"{'|'.join(meta.dtypes)} {meta.describe_shape()}" for name, meta in runner.get_input_metadata().items()}
 
 
+def placement_note(runner) -> str:
+    """The runner's one line on where its graph ran (OnnxRuntimeRunner.placement_note), or ""."""
+    return getattr(runner, "placement_note", "")
+
+
 @recorded("parity")
 def check_parity(pool, case, backend, example: ParityExample) -> CaseResult:
     """Candidate backend against the eager PyTorch reference on one feed."""
@@ -278,6 +287,7 @@ def check_parity(pool, case, backend, example: ParityExample) -> CaseResult:
         result = _keep(_result("parity", case, backend, example, comparisons, start,
                                message=self_comparison(case, backend)), feed, reference, candidate)
     result.accepted = accepted_shapes(runner)
+    result.placement = placement_note(runner)
     return result
 
 
@@ -299,6 +309,7 @@ def check_refusal(pool, case, backend, example: ParityExample) -> CaseResult:
                                 message=f"{example.describe()} lies outside the accepted shapes but was run")
         result = _result("refusal", case, backend, example, [comparison], start, message=comparison.message)
     result.accepted = accepted_shapes(runner) if runner is not None else {"sizes": case.sizes.describe()}
+    result.placement = placement_note(runner)
     return result
 
 
@@ -327,7 +338,9 @@ def check_batch_consistency(pool, case, backend, example: ParityExample) -> Case
                 case, single, batched_sample, judge=judge, noise=noise,
                 image_size=(example.height, example.width), batch=1, label=f"batch[{index}] vs alone",
             )
-    return _keep(_result("batch", case, backend, example, comparisons, start), feed, singles, batched)
+    result = _keep(_result("batch", case, backend, example, comparisons, start), feed, singles, batched)
+    result.placement = placement_note(runner)
+    return result
 
 
 @recorded("determinism")
@@ -343,7 +356,9 @@ def check_determinism(pool, case, backend, example: ParityExample) -> CaseResult
         return _refused("determinism", case, backend, example, error, start)
     with side_names("run 1", "run 2"), comparing(pool):
         comparisons = compare_all_tensors(case, first, second, kind="determinism", judge=pool.judge(case, backend))
-    return _keep(_result("determinism", case, backend, example, comparisons, start), feed, first, second)
+    result = _keep(_result("determinism", case, backend, example, comparisons, start), feed, first, second)
+    result.placement = placement_note(runner)
+    return result
 
 
 def check_coverage(pool, case, backend) -> CaseResult:
@@ -397,6 +412,7 @@ def _check_coverage(pool, case, backend, example, start) -> CaseResult:
     result = _result("coverage", case, backend, example, comparisons, start, message="\n".join(messages))
     if runner is not None:
         result.accepted = accepted_shapes(runner)
+        result.placement = placement_note(runner)
     return result
 
 

@@ -144,9 +144,10 @@ def _matrix_section(page: ReportPage) -> str:
     cells = defaultdict(dict)
     for row in page.rows:
         cells[(row["model"], row["backend"], row["precision"])][row["check"]] = row
+    placements = _placements(page.records)
     body, classes = [], []
     for (model, backend, precision), by_check in sorted(cells.items()):
-        line = [_e(model), _e(backend), _e(precision)]
+        line = [_e(model), _e(backend) + placements.get((model, backend), ""), _e(precision)]
         for check in checks:
             row = by_check.get(check)
             if row is None:
@@ -164,6 +165,27 @@ def _matrix_section(page: ReportPage) -> str:
     return ("<h2 id='matrix'>Model x backend x precision</h2>"
             "<p class='note'>Cases per check, by verdict. Coloured by the worst verdict in the cell.</p>"
             + _table(["model", "backend", "precision", *checks], body, classes))
+
+
+# Distinct placement lines shown per (model, backend): one per deploy target at most, and
+# targets of one graph mostly share theirs.
+SHOWN_PLACEMENTS = 3
+
+
+def _placements(records: list) -> dict:
+    """(model, backend) -> the records' distinct "placement" lines (where a partitioning
+    provider such as onnxrt-trt's TensorRT ran the graph), as notes under the backend's name."""
+    seen = defaultdict(set)
+    for record in records:
+        if record.get("placement"):
+            seen[(record["model"], record["backend"])].add(record["placement"])
+    notes = {}
+    for key, lines in seen.items():
+        lines = sorted(lines)
+        if len(lines) > SHOWN_PLACEMENTS:
+            lines = lines[:SHOWN_PLACEMENTS] + [f"and {len(lines) - SHOWN_PLACEMENTS} more"]
+        notes[key] = "".join(f"<br><span class='note'>{_e(line)}</span>" for line in lines)
+    return notes
 
 
 def _summary_section(page: ReportPage) -> str:

@@ -25,6 +25,7 @@ from deploy_parity.contracts import DimRange, TensorMeta, metas_for_case
 from deploy_parity.errors import BackendUnavailable, HarnessError, InputContractError, UnsupportedShapeError
 from deploy_parity.inputs import make_feed
 from deploy_parity.registry import build_registry
+from deploy_parity.backends.onnxruntime.providers import TRT_PROVIDER
 from deploy_parity.backends.pytorch import deploy_runner
 from deploy_parity.backends.pytorch.runner import NO_CUDA, TorchRunner, ieee_fp32
 from deploy_parity.backends.tensorrt.runner import TENSORRT_MISSING, TensorRTRunner
@@ -303,6 +304,17 @@ def run_against_reference(backend_name, case, height, width, batch, context):
 ])
 def test_gpu_backend_matches_the_cpu_reference_on_the_pose_model(backend_name, tmp_path):
     run_against_reference(backend_name, POSE, 128, 192, 2, RunnerContext(cache_dir=tmp_path))
+
+
+@requires("onnxrt-trt")
+def test_onnxrt_trt_says_where_tensorrt_ran_the_pose_model(tmp_path):
+    """TensorRT's provider leaves what TensorRT cannot take to CUDA: the run counts as
+    TensorRT's only with part of the graph on TensorRT, and says how much (issue 22, item 7)."""
+    runner = run_against_reference("onnxrt-trt", POSE, 128, 192, 2, RunnerContext(cache_dir=tmp_path))
+    placement = runner.placement
+    assert placement is not None and placement.partitions(TRT_PROVIDER), placement
+    assert set(placement.nodes_by_provider()) <= {TRT_PROVIDER, "CUDAExecutionProvider", "CPUExecutionProvider"}
+    assert runner.placement_note.startswith("TensorRT ran ") and "\n" not in runner.placement_note
 
 
 @requires("torch-cuda-fp16")

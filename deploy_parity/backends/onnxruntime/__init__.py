@@ -4,7 +4,10 @@ The table below states each backend's precision once; the runner takes it from t
   onnxrt-cpu   fp32  CPUExecutionProvider
   onnxrt-cuda  fp32  CUDAExecutionProvider with use_tf32=0
   onnxrt-trt   tf32  TensorrtExecutionProvider: TensorRT's default builder config has
-                     TF32 on and ONNX Runtime exposes no switch for it
+                     TF32 on and ONNX Runtime exposes no switch for it. What TensorRT
+                     does not take runs on CUDA: the first run is profiled, a session where
+                     TensorRT ran none of the graph is refused, and each record says how
+                     much it ran (placement.py)
   onnxrt-cpu-int8  int8  CPUExecutionProvider on the INT8 graph: the user's int8_onnx_path,
                      or the fp32 export quantized statically (deploy_parity/export/quantize.py);
                      judged by task agreement (deploy_parity/compare/agreement.py)

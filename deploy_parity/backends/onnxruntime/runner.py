@@ -9,16 +9,24 @@ load; ONNX Runtime then logs the failure and runs the session on the CPU.
 `providers.open_provider()` opens a one-node graph built in memory with the provider and reads
 `session.get_providers()`; `load_session()` refuses a session whose first provider is
 not the one asked for.
+
+An opened session still does not say which nodes each provider runs: TensorRT's provider
+takes only the subgraphs TensorRT supports and leaves the rest to the next provider.
+For such a provider (`required_provider`) the runner profiles its session's first run
+(placement.py) and refuses the session when that provider ran none of the graph.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 from deploy_parity.contracts import DimRange, TensorMeta
 from deploy_parity.errors import ArtifactError, BackendUnavailable
-from deploy_parity.backends.onnxruntime.providers import GPU_STACK_HINT, prepare_providers
+from deploy_parity.backends.onnxruntime.placement import Placement, enable_profiling, read_placement, require_placement
+from deploy_parity.backends.onnxruntime.providers import GPU_STACK_HINT, TRT_PROVIDER, prepare_providers
 from deploy_parity.backends.runner import Runner
 
 # ONNX Runtime type strings -> numpy dtype names.
@@ -34,9 +42,14 @@ ORT_TYPES = {
     "tensor(bool)": "bool",
 }
 
+# Providers that take only the subgraphs they support and hand the rest to the next
+# provider: a result counts as theirs only where a run shows they ran part of the graph.
+PARTITIONING_PROVIDERS = (TRT_PROVIDER,)
 
-def load_session(path: Path, providers: Sequence):
-    """Open an ONNX Runtime session, turning every failure into an ArtifactError/BackendUnavailable."""
+
+def load_session(path: Path, providers: Sequence, profile_dir: Optional[Path] = None):
+    """Open an ONNX Runtime session, turning every failure into an ArtifactError/BackendUnavailable.
+    `profile_dir`: profile the session into that folder (placement.py), until end_profiling()."""
     import onnxruntime as ort
 
     path = Path(path)
@@ -52,6 +65,8 @@ def load_session(path: Path, providers: Sequence):
     # Fixed thread count: results and timings do not depend on the host's core count.
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
+    if profile_dir is not None:
+        enable_profiling(options, profile_dir)
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
@@ -70,6 +85,12 @@ class OnnxRuntimeRunner(Runner):
     The contract is read from the graph (names, dtypes, static dims). Symbolic dims
     (dynamic batch/H/W) are bounded by the model case's `dim_bounds`, because ONNX
     records no range for them.
+
+    `required_provider`: the provider that must run part of the graph for a result to count
+    as its own; by default the first provider when it partitions the graph (TensorRT), else
+    none. Each session's first successful run is profiled, once: the provider ran none of the
+    graph -> that infer and every later one raise ArtifactError; some -> `placement` and
+    `placement_note` (one line: partitions, coverage, what fell back where) say how much.
     """
 
     def __init__(
@@ -81,16 +102,30 @@ class OnnxRuntimeRunner(Runner):
         dim_bounds: Optional[Mapping[str, TensorMeta]] = None,
         backend: str = "onnxrt-cpu",
         precision: str = "fp32",
+        required_provider: Optional[str] = None,
     ):
         super().__init__(name, backend, precision, output_names)
         self.onnx_path = Path(onnx_path)
         self.providers = list(providers)
         self.dim_bounds = dict(dim_bounds or {})
         self.session = None
+        first = self.providers[0] if isinstance(self.providers[0], str) else self.providers[0][0]
+        self.required_provider = required_provider or (first if first in PARTITIONING_PROVIDERS else None)
+        self.placement: Optional[Placement] = None
+        self.placement_note = ""
+        self._profile_dir: Optional[Path] = None  # set while the session is profiled
+        self._refusal = ""  # the rule's verdict on this session's placement, repeated on every infer
 
     def activate_impl(self):
-        self.session = load_session(self.onnx_path, self.providers)
-        self.adopt_output_names([o.name for o in self.session.get_outputs()], self.onnx_path, "graph")
+        self.placement, self.placement_note, self._refusal = None, "", ""
+        if self.required_provider is not None:
+            self._profile_dir = Path(tempfile.mkdtemp(prefix="ort-placement-"))
+        try:
+            self.session = load_session(self.onnx_path, self.providers, profile_dir=self._profile_dir)
+            self.adopt_output_names([o.name for o in self.session.get_outputs()], self.onnx_path, "graph")
+        except BaseException:
+            self.deactivate_impl()
+            raise
 
     def get_input_metadata_impl(self):
         metas = {}
@@ -110,8 +145,39 @@ class OnnxRuntimeRunner(Runner):
         return metas
 
     def infer_impl(self, feed):
+        if self._refusal:
+            raise ArtifactError(self.onnx_path, self._refusal)
         values = self.session.run(self.output_names, dict(feed))
+        if self._profile_dir is not None:
+            self._measure_placement()
         return dict(zip(self.output_names, values))
 
+    def _measure_placement(self):
+        """After the session's first successful run: stop profiling (later runs are not
+        recorded), read where the run's nodes went, apply the rule."""
+        try:
+            profile = self.session.end_profiling()
+            # The profile ends with this run; a run that raised before it left its own
+            # (partial) events, so this run is the profile's last.
+            self.placement = read_placement(profile, self.onnx_path, run=-1)
+            self.placement_note = require_placement(self.placement, self.required_provider, self.backend)
+        except ArtifactError as error:
+            self._refusal = error.problem
+            raise
+        except Exception as error:  # an unreadable profile: the placement is unknown, so is whose result it is
+            self._refusal = (f"{self.backend}: where ONNX Runtime ran the graph could not be read from its profile "
+                             f"({type(error).__name__}: {error})").splitlines()[0]
+            raise ArtifactError(self.onnx_path, self._refusal) from error
+        finally:
+            self._drop_profile()
+
+    def _drop_profile(self):
+        if self._profile_dir is not None:
+            shutil.rmtree(self._profile_dir, ignore_errors=True)
+            self._profile_dir = None
+
     def deactivate_impl(self):
+        if self.session is not None and self._profile_dir is not None:
+            self.session.end_profiling()  # written now, not when the session is collected after its folder is gone
         self.session = None
+        self._drop_profile()
