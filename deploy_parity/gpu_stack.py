@@ -8,7 +8,8 @@ single source; docs/gpu.md's table is checked against them by tests/test_gpu_sta
 
 Both need Python 3.11-3.13 (onnxruntime-gpu 1.26 / 1.31 publish no cp310 wheel and
 TensorRT 10.16's bindings no cp314 one). requirements/trt-canary.txt is the cu13 stack
-with the newest TensorRT (11.x) instead of 10.16.
+with TensorRT 11 instead of 10.16; there onnxruntime-gpu's TensorRT provider cannot load
+(it links libnvinfer.so.10, TensorRT 11 ships .so.11) and only the trt-* backends run.
 
 Three checks, in the order the nightly runs them:
 
@@ -18,9 +19,10 @@ Three checks, in the order the nightly runs them:
            wheel (nvidia-*, cuda-*, torch, onnxruntime-gpu, tensorrt*) of the stack's
            CUDA major, and no CPU `onnxruntime` in it
   runtime  the installed environment: torch sees the GPU with the stack's CUDA major,
-           only onnxruntime-gpu is installed and sessions really open its CUDA and
-           TensorRT providers, TensorRT imports with the pinned version and Polygraphy
-           finds the CUDA runtime: `python -m deploy_parity.gpu_stack runtime --stack cu13`
+           only onnxruntime-gpu is installed and sessions really open its CUDA provider
+           (and its TensorRT provider on the TensorRT 10 stacks), TensorRT imports with
+           the pinned major and Polygraphy finds the CUDA runtime:
+           `python -m deploy_parity.gpu_stack runtime --stack cu13`
 
 This module imports nothing outside the standard library at import time, and runs by
 path (`python3 deploy_parity/gpu_stack.py driver ...`) on a runner with no environment yet.
@@ -40,6 +42,9 @@ from typing import Iterable, Mapping, Optional
 REPO = Path(__file__).resolve().parents[1]
 REQUIREMENTS = REPO / "requirements"
 PYTHONS = ((3, 11), (3, 13))  # inclusive range every stack has wheels for
+# The TensorRT major that onnxruntime-gpu's TensorRT provider links (1.26.0 and 1.31.1:
+# libonnxruntime_providers_tensorrt.so needs libnvinfer.so.10 and libnvonnxparser.so.10).
+ONNXRUNTIME_TENSORRT_MAJOR = 10
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,10 @@ class Stack:
     cuda_major: int
     min_driver: str  # nvidia-smi's driver version, as NVIDIA's CUDA compatibility table gives it
     requirements: str  # file under requirements/
-    tensorrt_major: Optional[int]  # the TensorRT major the stack pins (None: any, the canary)
+    tensorrt_major: int  # the TensorRT major the stack pins
+    # Whether onnxruntime-gpu's TensorRT provider can load here: only with TensorRT 10,
+    # the libnvinfer.so.10 it links (TensorRT 11 ships libnvinfer.so.11).
+    onnxruntime_tensorrt_expected: bool
 
     def requirements_path(self) -> Path:
         return REQUIREMENTS / self.requirements
@@ -64,9 +72,10 @@ class Stack:
 
 
 STACKS = {
-    "cu12": Stack("cu12", 12, "525.60.13", "gpu-cu12.txt", 10),
-    "cu13": Stack("cu13", 13, "580", "gpu-cu13.txt", 10),
-    "trt-canary": Stack("trt-canary", 13, "580", "trt-canary.txt", None),
+    "cu12": Stack("cu12", 12, "525.60.13", "gpu-cu12.txt", tensorrt_major=10, onnxruntime_tensorrt_expected=True),
+    "cu13": Stack("cu13", 13, "580", "gpu-cu13.txt", tensorrt_major=10, onnxruntime_tensorrt_expected=True),
+    "trt-canary": Stack("trt-canary", 13, "580", "trt-canary.txt", tensorrt_major=11,
+                        onnxruntime_tensorrt_expected=False),
 }
 
 
@@ -228,8 +237,25 @@ def majors_summary(report: Mapping, extra_names: Iterable[str] = ()) -> str:
 # ------------------------------------------------------------------------- runtime
 
 
+def onnxruntime_tensorrt_required(stack: Stack, require_tensorrt: bool = True) -> bool:
+    """Whether the runtime check fails when onnxruntime-gpu's TensorRT provider does not open. Pure.
+
+    `require_tensorrt` False (`runtime --no-tensorrt`): TensorRT may be absent altogether.
+    """
+    return require_tensorrt and stack.onnxruntime_tensorrt_expected
+
+
+def onnxruntime_tensorrt_note(stack: Stack) -> str:
+    """What the runtime check says of the TensorRT provider on a stack where it cannot load. Pure."""
+    return (f"not expected on this stack (TensorRT {stack.tensorrt_major} ships libnvinfer.so.{stack.tensorrt_major}; "
+            f"onnxruntime-gpu's provider links .so.{ONNXRUNTIME_TENSORRT_MAJOR})")
+
+
 def runtime_report(stack: Stack, require_tensorrt: bool = True) -> tuple:
-    """(facts, problems) of the installed environment. Imports torch, onnxruntime, TensorRT."""
+    """(facts, problems) of the installed environment. Imports torch, onnxruntime, TensorRT.
+
+    `require_tensorrt` False: TensorRT (and so ONNX Runtime's TensorRT provider) may be absent.
+    """
     import importlib.metadata as metadata
     import importlib.util
 
@@ -284,9 +310,12 @@ def runtime_report(stack: Stack, require_tensorrt: bool = True) -> tuple:
 
     providers = {}
     for provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+        if provider == "TensorrtExecutionProvider" and not stack.onnxruntime_tensorrt_expected:
+            providers[provider] = onnxruntime_tensorrt_note(stack)  # not opened: it cannot load here
+            continue
         ok, why = open_provider(provider)
         providers[provider] = "opens" if ok else why
-        if not ok and (provider == "CUDAExecutionProvider" or require_tensorrt):
+        if not ok and (provider == "CUDAExecutionProvider" or onnxruntime_tensorrt_required(stack, require_tensorrt)):
             problems.append(f"{provider}: {why}")
     facts["onnxruntime providers (opened sessions)"] = providers
 
@@ -296,8 +325,9 @@ def runtime_report(stack: Stack, require_tensorrt: bool = True) -> tuple:
         loaded = load_tensorrt_libraries()
         facts["tensorrt"] = loaded
         if loaded.get("version") is None:
-            problems.append("TensorRT is not installed (import tensorrt fails): the trt-* backends would all skip")
-        elif stack.tensorrt_major is not None and int(loaded["version"].split(".")[0]) != stack.tensorrt_major:
+            if require_tensorrt:
+                problems.append("TensorRT is not installed (import tensorrt fails): the trt-* backends would all skip")
+        elif int(loaded["version"].split(".")[0]) != stack.tensorrt_major:
             problems.append(f"TensorRT {loaded['version']} is installed; {stack.name} pins TensorRT {stack.tensorrt_major}")
     except Exception as exc:  # a broken TensorRT is a problem to report, not a crash
         problems.append(f"TensorRT does not load: {exc}")
@@ -340,7 +370,8 @@ def main(argv=None) -> int:
             command.add_argument("report_json")
         if name == "runtime":
             command.add_argument("--no-tensorrt", action="store_true",
-                                 help="TensorRT may be absent (never in the nightly: there it fails the run)")
+                                 help="TensorRT and ONNX Runtime's TensorRT provider may be absent (never in the "
+                                      "nightly: there it fails the run; the provider is never required on trt-canary)")
     args = parser.parse_args(argv)
     stack = STACKS[args.stack]
 

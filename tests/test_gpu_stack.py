@@ -329,3 +329,48 @@ def test_the_workflows_stack_input_is_a_choice_of_the_pinned_stacks():
     assert stack["type"] == "choice"
     assert sorted(stack["options"]) == sorted(name for name in STACKS if name != "trt-canary")
     assert stack["default"] in stack["options"]
+
+
+def test_only_stacks_on_tensorrt_10_require_onnxruntimes_tensorrt_provider():
+    """Issue 22, item 1: onnxruntime-gpu's TensorRT provider links libnvinfer.so.10 and
+    TensorRT 11 ships .so.11, so on the canary the provider can never open; requiring it
+    there failed the runtime check before any test ran."""
+    required = gpu_stack.onnxruntime_tensorrt_required
+    assert required(STACKS["cu12"]) and required(STACKS["cu13"])
+    assert not required(STACKS["trt-canary"])
+    assert not required(STACKS["cu13"], require_tensorrt=False)  # `runtime --no-tensorrt`
+    for stack in STACKS.values():
+        assert stack.onnxruntime_tensorrt_expected == (stack.tensorrt_major == gpu_stack.ONNXRUNTIME_TENSORRT_MAJOR), stack
+    assert gpu_stack.onnxruntime_tensorrt_note(STACKS["trt-canary"]) == (
+        "not expected on this stack (TensorRT 11 ships libnvinfer.so.11; onnxruntime-gpu's provider links .so.10)")
+
+
+@pytest.mark.parametrize("stack_name, tensorrt_version", [("cu13", "10.16.1.11"), ("trt-canary", "11.4.0.106")])
+def test_the_runtime_check_names_the_onnxruntime_tensorrt_provider_a_problem_only_where_it_is_expected(
+        stack_name, tensorrt_version, monkeypatch):
+    """runtime_report itself, with the GPU parts answered: no provider opens, TensorRT of the stack's major loads."""
+    from deploy_parity.backends.onnxruntime import providers as onnxrt_providers
+    from deploy_parity.backends.tensorrt import libs as tensorrt_libs
+
+    opened = []
+
+    def no_provider(provider):
+        opened.append(provider)
+        return False, f"no {provider} here"
+
+    monkeypatch.setattr(gpu_stack, "driver_versions", lambda: ["590.44.01"])
+    monkeypatch.setattr(onnxrt_providers, "open_provider", no_provider)
+    monkeypatch.setattr(tensorrt_libs, "load_tensorrt_libraries", lambda: {"version": tensorrt_version})
+    monkeypatch.setattr(tensorrt_libs, "expose_cuda_runtime", lambda: [])
+    stack = STACKS[stack_name]
+    facts, problems = gpu_stack.runtime_report(stack)
+    assert "CUDAExecutionProvider: no CUDAExecutionProvider here" in problems  # required on every stack
+    assert not any("TensorRT 11" in p and "pins TensorRT" in p for p in problems)
+    trt_problems = [p for p in problems if p.startswith("TensorrtExecutionProvider")]
+    provider_facts = facts["onnxruntime providers (opened sessions)"]
+    if stack_name == "cu13":
+        assert trt_problems == ["TensorrtExecutionProvider: no TensorrtExecutionProvider here"]
+        assert "TensorrtExecutionProvider" in opened
+    else:
+        assert trt_problems == []
+        assert provider_facts["TensorrtExecutionProvider"] == gpu_stack.onnxruntime_tensorrt_note(stack)
