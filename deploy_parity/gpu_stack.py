@@ -1,14 +1,15 @@
 """The supported GPU stacks, and the checks that a machine and an environment hold one.
 
 Two stacks, one per CUDA major; their pins live in requirements/gpu-<stack>.txt (the
-single source; docs/gpu.md's table is checked against them by tests/test_gpu_stack.py):
+single source; docs/gpu.md's table is checked against them by tests/test_gpu_stack.py),
+every requirement an exact pin, requirements/gpu-common.txt's shared ones included:
 
   cu12  torch 2.10.0, onnxruntime-gpu 1.26.0, tensorrt-cu12 10.16.1.11   driver >= 525.60.13
   cu13  torch 2.14.1, onnxruntime-gpu 1.31.1, tensorrt-cu13 10.16.1.11   driver >= 580
 
 Both need Python 3.11-3.13 (onnxruntime-gpu 1.26 / 1.31 publish no cp310 wheel and
 TensorRT 10.16's bindings no cp314 one). requirements/trt-canary.txt is the cu13 stack
-with TensorRT 11 instead of 10.16; there onnxruntime-gpu's TensorRT provider cannot load
+with TensorRT 11 (tensorrt-cu13 11.4.0.106) instead of 10.16; there onnxruntime-gpu's TensorRT provider cannot load
 (it links libnvinfer.so.10, TensorRT 11 ships .so.11) and only the trt-* backends run.
 
 Three checks, in the order the nightly runs them:
@@ -65,6 +66,13 @@ class Stack:
         """name -> exact version of the `==` lines of the stack's own file (not of -r files)."""
         return read_pins(self.requirements_path())
 
+    def all_pins(self) -> dict:
+        """name -> exact version of every `==` line the stack installs (-r files included)."""
+        pins = {}
+        for _, line in requirement_lines(self.requirements_path()):
+            pins.update(read_pins_of_lines([line]))
+        return pins
+
     def describe(self) -> str:
         pins = self.pins()
         parts = [f"{name} {pins[name]}" for name in sorted(pins)]
@@ -80,13 +88,31 @@ STACKS = {
 
 
 def read_pins(path: Path) -> dict:
+    return read_pins_of_lines(Path(path).read_text().splitlines())
+
+
+def read_pins_of_lines(lines: Iterable[str]) -> dict:
     pins = {}
-    for line in Path(path).read_text().splitlines():
+    for line in lines:
         line = line.split("#", 1)[0].strip()
         match = re.match(r"^([A-Za-z0-9._-]+)(\[[^\]]*\])?\s*==\s*([^\s;]+)", line)
         if match:
             pins[normalize(match.group(1))] = match.group(3)
     return pins
+
+
+def requirement_lines(path: Path) -> list:
+    """(file, line) of every requirement `path` installs, following `-r` includes; pip's options left out."""
+    path = Path(path)
+    lines = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        include = re.match(r"^(?:-r|--requirement)[\s=]+(\S+)$", line)
+        if include:
+            lines += requirement_lines(path.parent / include.group(1))
+        elif line and not line.startswith("-"):
+            lines.append((path, line))
+    return lines
 
 
 def normalize(name: str) -> str:

@@ -1,8 +1,8 @@
 """The pinned GPU stacks and the checks of deploy_parity/gpu_stack.py, on CPU.
 
-- the requirement files: one CUDA major each by name, the shared part equal to
-  pyproject's core dependencies minus onnxruntime / torch / torchvision, the canary on
-  the cu13 pins, docs/gpu.md naming every pin, tox and the nightly installing them with
+- the requirement files: one CUDA major each by name, every line an exact pin, the
+  shared part naming pyproject's core dependencies minus onnxruntime / torch /
+  torchvision (pinned inside pyproject's ranges), the canary on the cu13 pins and TensorRT 11, docs/gpu.md naming every pin, tox and the nightly installing them with
   deploy-parity's dependencies left out (so the CPU onnxruntime never comes in);
 - the driver check (the nightly's first step) and its plain message;
 - CUDA majors read from pip's report (synthetic reports here; the real resolution is
@@ -40,32 +40,51 @@ def test_each_stack_pins_torch_onnxruntime_gpu_and_tensorrt_of_its_cuda_major(st
     assert not re.search(r"^onnxruntime[=<>~ ]", text, re.M)
 
 
-def test_the_canary_is_the_cu13_stack_with_the_newest_tensorrt():
-    cu13, canary = STACKS["cu13"].pins(), STACKS["trt-canary"].pins()
-    assert {k: canary[k] for k in ("torch", "torchvision", "onnxruntime-gpu")} == {
-        k: cu13[k] for k in ("torch", "torchvision", "onnxruntime-gpu")}
-    assert re.search(r"^tensorrt-cu13>=11$", STACKS["trt-canary"].requirements_path().read_text(), re.M)
+def test_the_canary_is_the_cu13_stack_with_tensorrt_11():
+    cu13, canary = STACKS["cu13"].all_pins(), STACKS["trt-canary"].all_pins()
+    assert {k: v for k, v in canary.items() if k != "tensorrt-cu13"} == {k: v for k, v in cu13.items() if k != "tensorrt-cu13"}
+    assert canary["tensorrt-cu13"].startswith("11.")  # `>=11` would take TensorRT 12 the day it appears
+    assert STACKS["trt-canary"].tensorrt_major == 11
 
 
-def core_dependencies() -> dict:
+# An exact pin: name, extras, `==` and a version with no wildcard (`==11.*` is a range).
+EXACT_PIN = re.compile(r"^[A-Za-z0-9._-]+(\[[^\]]*\])?==[0-9][0-9A-Za-z.+!-]*$")
+
+
+@pytest.mark.parametrize("stack", sorted(STACKS))
+def test_every_requirement_of_every_stack_is_an_exact_pin(stack):
+    """Issue 22, item 8: only torch, onnxruntime-gpu and TensorRT were pinned; onnx,
+    Polygraphy, numpy and the rest floated, so a night could change with no change here."""
+    lines = gpu_stack.requirement_lines(STACKS[stack].requirements_path())
+    assert {path.name for path, _ in lines} == {"gpu-common.txt", STACKS[stack].requirements}
+    loose = [f"{path.name}: {line}" for path, line in lines if not EXACT_PIN.match(line.replace(" ", ""))]
+    assert not loose, f"not pinned with ==: {loose}"
+    names = [gpu_stack.normalize(re.match(r"[A-Za-z0-9._-]+", line).group(0)) for _, line in lines]
+    assert len(names) == len(set(names))  # one pin per package
+    assert "ultralytics" in names  # the real architectures (YOLO) run on the GPU too (issue 22, item 6)
+    assert set(names) == set(STACKS[stack].all_pins())
+
+
+def core_dependencies(extras=("test",)) -> dict:
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     deps = {}
-    for requirement in project["dependencies"] + project["optional-dependencies"]["test"]:
+    for requirement in project["dependencies"] + [r for extra in extras for r in project["optional-dependencies"][extra]]:
         name = re.match(r"[A-Za-z0-9._-]+", requirement).group(0)
         deps[gpu_stack.normalize(name)] = requirement.replace(" ", "")
     return deps
 
 
 def test_the_shared_gpu_requirements_are_the_core_dependencies_without_onnxruntime():
-    shared = {}
-    for line in (ROOT / "requirements" / "gpu-common.txt").read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            shared[gpu_stack.normalize(re.match(r"[A-Za-z0-9._-]+", line).group(0))] = line.replace(" ", "")
-    core = core_dependencies()
+    from packaging.requirements import Requirement
+
+    shared = gpu_stack.read_pins(ROOT / "requirements" / "gpu-common.txt")
+    core = core_dependencies(extras=("test", "ultralytics"))
     expected = {name: spec for name, spec in core.items() if name not in ("onnxruntime", "torch", "torchvision")}
-    assert shared == expected  # deploy-parity goes in with --no-deps: this list is all it gets
+    assert set(shared) == set(expected)  # deploy-parity goes in with --no-deps: this list is all it gets
+    outside = {name: (shared[name], spec) for name, spec in expected.items()
+               if not Requirement(spec).specifier.contains(shared[name], prereleases=True)}
+    assert not outside, f"pins outside pyproject.toml's ranges: {outside}"
     assert "polygraphy" in core  # a core dependency now
 
 
