@@ -15,7 +15,9 @@ with TensorRT 11 (tensorrt-cu13 11.4.0.106) instead of 10.16; there onnxruntime-
 Three checks, in the order the nightly runs them:
 
   driver   nvidia-smi's driver version against the stack's minimum, before anything is
-           installed: `python3 deploy_parity/gpu_stack.py driver --stack cu13`
+           installed, and what TensorRT's install needs from NVIDIA's index (PyPI's
+           TensorRT libraries are stubs that fetch the real wheels from there):
+           `python3 deploy_parity/gpu_stack.py driver --stack cu13`
   report   pip's `--dry-run --report` JSON of the stack's requirements: every CUDA
            wheel (nvidia-*, cuda-*, torch, onnxruntime-gpu, tensorrt*) of the stack's
            CUDA major, and no CPU `onnxruntime` in it
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -157,6 +160,21 @@ def driver_problem(stack: Stack, driver: str) -> str:
             f"tox -e gpu-{s.name})" for s in fits)
     return (f"NVIDIA driver {driver} is older than the {stack.min_driver} that {stack.describe()} needs: "
             f"install NVIDIA driver {stack.min_driver} or newer{other}")
+
+
+def tensorrt_index_note(stack: Stack, environ: Mapping = os.environ) -> str:
+    """One line: where TensorRT's libraries come from at install time, and what a runner that
+    cannot reach NVIDIA's index needs instead. Pure: reads the stack's file and `environ`, no network."""
+    text = stack.requirements_path().read_text()
+    index = re.search(r"^--extra-index-url\s+(\S+)", text, re.M)
+    tensorrt = next((name for name in stack.pins() if name.startswith("tensorrt")), "tensorrt")
+    note = (f"TensorRT's libraries: PyPI's {tensorrt}-libs is a stub that fetches the real wheel from "
+            f"{index.group(1) if index else 'https://pypi.nvidia.com'} at install time; a runner that cannot reach it "
+            "needs a local mirror, given with PIP_EXTRA_INDEX_URL (pip takes the real wheel from it) or "
+            "WHEEL_STUB_PIP_INDEX_URL (the stub fetches from it)")
+    # Named, not shown: an index URL may carry a token, and this line goes to CI logs.
+    given = [name for name in ("PIP_EXTRA_INDEX_URL", "WHEEL_STUB_PIP_INDEX_URL") if environ.get(name)]
+    return note + (f" (set here: {', '.join(given)})" if given else "")
 
 
 def python_problem(version=None) -> str:
@@ -414,6 +432,7 @@ def main(argv=None) -> int:
         problems += [p for p in (driver_problem(stack, d) for d in dict.fromkeys(drivers)) if p]
         print(f"stack: {stack.describe()}; needs NVIDIA driver >= {stack.min_driver}, Python 3.11-3.13")
         print(f"this machine: driver {', '.join(drivers) or 'none'}, Python {sys.version.split()[0]}")
+        print(tensorrt_index_note(stack))
     elif args.command == "report":
         report = json.loads(Path(args.report_json).read_text())
         problems = report_problems(report, stack)

@@ -393,3 +393,54 @@ def test_the_runtime_check_names_the_onnxruntime_tensorrt_provider_a_problem_onl
     else:
         assert trt_problems == []
         assert provider_facts["TensorrtExecutionProvider"] == gpu_stack.onnxruntime_tensorrt_note(stack)
+
+
+GPU_TOX_ENVS = ("testenv:gpu-cu{12,13}", "testenv:trt-canary")
+
+
+def tox_pass_env(tox, env) -> list:
+    """The patterns of `env`'s pass_env, a `{[section]pass_env}` reference followed as tox does."""
+    value = tox[env]["pass_env"]
+    reference = re.fullmatch(r"\s*\{\[([^\]]+)\]pass_env\}\s*", value)
+    if reference:
+        value = tox[reference.group(1)]["pass_env"]
+    return [line.strip() for line in value.splitlines() if line.strip()]
+
+
+def test_the_gpu_envs_pass_pip_and_the_tensorrt_stubs_their_index_and_proxy():
+    """Issue 22, item 3: PyPI's tensorrt-cuXX-libs are stubs that download the real wheel from
+    NVIDIA's index at install time; tox dropped the stub's own index variable and HTTPS_PROXY,
+    so a runner reaching NVIDIA only through a proxy or a mirror could not install a stack."""
+    import configparser
+    from fnmatch import fnmatchcase
+
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini")
+    for env in GPU_TOX_ENVS:
+        patterns = tox_pass_env(tox, env)
+        for variable in ("WHEEL_STUB_PIP_INDEX_URL", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy",
+                         "http_proxy", "no_proxy", "PIP_EXTRA_INDEX_URL", "PIP_INDEX_URL"):
+            assert any(fnmatchcase(variable, pattern) for pattern in patterns), (env, variable)
+
+
+@pytest.mark.parametrize("stack", sorted(STACKS))
+def test_each_stack_file_says_its_tensorrt_libraries_need_nvidias_index_or_a_mirror(stack):
+    text = STACKS[stack].requirements_path().read_text()
+    comments = " ".join(line.lstrip("# ") for line in text.splitlines() if line.startswith("#"))
+    assert "pypi.nvidia.com" in comments and "WHEEL_STUB_PIP_INDEX_URL" in comments and "PIP_EXTRA_INDEX_URL" in comments
+
+
+def test_the_driver_check_says_in_one_line_what_tensorrts_install_needs(capsys, monkeypatch):
+    note = gpu_stack.tensorrt_index_note(STACKS["cu13"], environ={})
+    assert "\n" not in note
+    assert note == ("TensorRT's libraries: PyPI's tensorrt-cu13-libs is a stub that fetches the real wheel from "
+                    "https://pypi.nvidia.com at install time; a runner that cannot reach it needs a local mirror, "
+                    "given with PIP_EXTRA_INDEX_URL (pip takes the real wheel from it) or WHEEL_STUB_PIP_INDEX_URL "
+                    "(the stub fetches from it)")
+    mirrored = gpu_stack.tensorrt_index_note(STACKS["trt-canary"], environ={"WHEEL_STUB_PIP_INDEX_URL": "https://u:token@m/s"})
+    assert "tensorrt-cu13-libs" in mirrored and mirrored.endswith("(set here: WHEEL_STUB_PIP_INDEX_URL)")  # no token in logs
+    for variable in ("WHEEL_STUB_PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    assert gpu_stack.main(["driver", "--stack", "cu13", "--driver-version", "590.44.01"]) == (
+        1 if gpu_stack.python_problem() else 0)
+    assert note in capsys.readouterr().out.splitlines()  # before anything is installed
