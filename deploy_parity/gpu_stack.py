@@ -1,26 +1,31 @@
 """The supported GPU stacks, and the checks that a machine and an environment hold one.
 
 Two stacks, one per CUDA major; their pins live in requirements/gpu-<stack>.txt (the
-single source; docs/gpu.md's table is checked against them by tests/test_gpu_stack.py):
+single source; docs/gpu.md's table is checked against them by tests/test_gpu_stack.py),
+every requirement an exact pin, requirements/gpu-common.txt's shared ones included:
 
   cu12  torch 2.10.0, onnxruntime-gpu 1.26.0, tensorrt-cu12 10.16.1.11   driver >= 525.60.13
   cu13  torch 2.14.1, onnxruntime-gpu 1.31.1, tensorrt-cu13 10.16.1.11   driver >= 580
 
 Both need Python 3.11-3.13 (onnxruntime-gpu 1.26 / 1.31 publish no cp310 wheel and
 TensorRT 10.16's bindings no cp314 one). requirements/trt-canary.txt is the cu13 stack
-with the newest TensorRT (11.x) instead of 10.16.
+with TensorRT 11 (tensorrt-cu13 11.4.0.106) instead of 10.16; there onnxruntime-gpu's TensorRT provider cannot load
+(it links libnvinfer.so.10, TensorRT 11 ships .so.11) and only the trt-* backends run.
 
 Three checks, in the order the nightly runs them:
 
   driver   nvidia-smi's driver version against the stack's minimum, before anything is
-           installed: `python3 deploy_parity/gpu_stack.py driver --stack cu13`
+           installed, and what TensorRT's install needs from NVIDIA's index (PyPI's
+           TensorRT libraries are stubs that fetch the real wheels from there):
+           `python3 deploy_parity/gpu_stack.py driver --stack cu13`
   report   pip's `--dry-run --report` JSON of the stack's requirements: every CUDA
            wheel (nvidia-*, cuda-*, torch, onnxruntime-gpu, tensorrt*) of the stack's
            CUDA major, and no CPU `onnxruntime` in it
   runtime  the installed environment: torch sees the GPU with the stack's CUDA major,
-           only onnxruntime-gpu is installed and sessions really open its CUDA and
-           TensorRT providers, TensorRT imports with the pinned version and Polygraphy
-           finds the CUDA runtime: `python -m deploy_parity.gpu_stack runtime --stack cu13`
+           only onnxruntime-gpu is installed and sessions really open its CUDA provider
+           (and its TensorRT provider on the TensorRT 10 stacks), TensorRT imports with
+           the pinned major and Polygraphy finds the CUDA runtime:
+           `python -m deploy_parity.gpu_stack runtime --stack cu13`
 
 This module imports nothing outside the standard library at import time, and runs by
 path (`python3 deploy_parity/gpu_stack.py driver ...`) on a runner with no environment yet.
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -40,6 +46,9 @@ from typing import Iterable, Mapping, Optional
 REPO = Path(__file__).resolve().parents[1]
 REQUIREMENTS = REPO / "requirements"
 PYTHONS = ((3, 11), (3, 13))  # inclusive range every stack has wheels for
+# The TensorRT major that onnxruntime-gpu's TensorRT provider links (1.26.0 and 1.31.1:
+# libonnxruntime_providers_tensorrt.so needs libnvinfer.so.10 and libnvonnxparser.so.10).
+ONNXRUNTIME_TENSORRT_MAJOR = 10
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,10 @@ class Stack:
     cuda_major: int
     min_driver: str  # nvidia-smi's driver version, as NVIDIA's CUDA compatibility table gives it
     requirements: str  # file under requirements/
-    tensorrt_major: Optional[int]  # the TensorRT major the stack pins (None: any, the canary)
+    tensorrt_major: int  # the TensorRT major the stack pins
+    # Whether onnxruntime-gpu's TensorRT provider can load here: only with TensorRT 10,
+    # the libnvinfer.so.10 it links (TensorRT 11 ships libnvinfer.so.11).
+    onnxruntime_tensorrt_expected: bool
 
     def requirements_path(self) -> Path:
         return REQUIREMENTS / self.requirements
@@ -57,6 +69,13 @@ class Stack:
         """name -> exact version of the `==` lines of the stack's own file (not of -r files)."""
         return read_pins(self.requirements_path())
 
+    def all_pins(self) -> dict:
+        """name -> exact version of every `==` line the stack installs (-r files included)."""
+        pins = {}
+        for _, line in requirement_lines(self.requirements_path()):
+            pins.update(read_pins_of_lines([line]))
+        return pins
+
     def describe(self) -> str:
         pins = self.pins()
         parts = [f"{name} {pins[name]}" for name in sorted(pins)]
@@ -64,20 +83,39 @@ class Stack:
 
 
 STACKS = {
-    "cu12": Stack("cu12", 12, "525.60.13", "gpu-cu12.txt", 10),
-    "cu13": Stack("cu13", 13, "580", "gpu-cu13.txt", 10),
-    "trt-canary": Stack("trt-canary", 13, "580", "trt-canary.txt", None),
+    "cu12": Stack("cu12", 12, "525.60.13", "gpu-cu12.txt", tensorrt_major=10, onnxruntime_tensorrt_expected=True),
+    "cu13": Stack("cu13", 13, "580", "gpu-cu13.txt", tensorrt_major=10, onnxruntime_tensorrt_expected=True),
+    "trt-canary": Stack("trt-canary", 13, "580", "trt-canary.txt", tensorrt_major=11,
+                        onnxruntime_tensorrt_expected=False),
 }
 
 
 def read_pins(path: Path) -> dict:
+    return read_pins_of_lines(Path(path).read_text().splitlines())
+
+
+def read_pins_of_lines(lines: Iterable[str]) -> dict:
     pins = {}
-    for line in Path(path).read_text().splitlines():
+    for line in lines:
         line = line.split("#", 1)[0].strip()
         match = re.match(r"^([A-Za-z0-9._-]+)(\[[^\]]*\])?\s*==\s*([^\s;]+)", line)
         if match:
             pins[normalize(match.group(1))] = match.group(3)
     return pins
+
+
+def requirement_lines(path: Path) -> list:
+    """(file, line) of every requirement `path` installs, following `-r` includes; pip's options left out."""
+    path = Path(path)
+    lines = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        include = re.match(r"^(?:-r|--requirement)[\s=]+(\S+)$", line)
+        if include:
+            lines += requirement_lines(path.parent / include.group(1))
+        elif line and not line.startswith("-"):
+            lines.append((path, line))
+    return lines
 
 
 def normalize(name: str) -> str:
@@ -122,6 +160,21 @@ def driver_problem(stack: Stack, driver: str) -> str:
             f"tox -e gpu-{s.name})" for s in fits)
     return (f"NVIDIA driver {driver} is older than the {stack.min_driver} that {stack.describe()} needs: "
             f"install NVIDIA driver {stack.min_driver} or newer{other}")
+
+
+def tensorrt_index_note(stack: Stack, environ: Mapping = os.environ) -> str:
+    """One line: where TensorRT's libraries come from at install time, and what a runner that
+    cannot reach NVIDIA's index needs instead. Pure: reads the stack's file and `environ`, no network."""
+    text = stack.requirements_path().read_text()
+    index = re.search(r"^--extra-index-url\s+(\S+)", text, re.M)
+    tensorrt = next((name for name in stack.pins() if name.startswith("tensorrt")), "tensorrt")
+    note = (f"TensorRT's libraries: PyPI's {tensorrt}-libs is a stub that fetches the real wheel from "
+            f"{index.group(1) if index else 'https://pypi.nvidia.com'} at install time; a runner that cannot reach it "
+            "needs a local mirror, given with PIP_EXTRA_INDEX_URL (pip takes the real wheel from it) or "
+            "WHEEL_STUB_PIP_INDEX_URL (the stub fetches from it)")
+    # Named, not shown: an index URL may carry a token, and this line goes to CI logs.
+    given = [name for name in ("PIP_EXTRA_INDEX_URL", "WHEEL_STUB_PIP_INDEX_URL") if environ.get(name)]
+    return note + (f" (set here: {', '.join(given)})" if given else "")
 
 
 def python_problem(version=None) -> str:
@@ -228,8 +281,25 @@ def majors_summary(report: Mapping, extra_names: Iterable[str] = ()) -> str:
 # ------------------------------------------------------------------------- runtime
 
 
+def onnxruntime_tensorrt_required(stack: Stack, require_tensorrt: bool = True) -> bool:
+    """Whether the runtime check fails when onnxruntime-gpu's TensorRT provider does not open. Pure.
+
+    `require_tensorrt` False (`runtime --no-tensorrt`): TensorRT may be absent altogether.
+    """
+    return require_tensorrt and stack.onnxruntime_tensorrt_expected
+
+
+def onnxruntime_tensorrt_note(stack: Stack) -> str:
+    """What the runtime check says of the TensorRT provider on a stack where it cannot load. Pure."""
+    return (f"not expected on this stack (TensorRT {stack.tensorrt_major} ships libnvinfer.so.{stack.tensorrt_major}; "
+            f"onnxruntime-gpu's provider links .so.{ONNXRUNTIME_TENSORRT_MAJOR})")
+
+
 def runtime_report(stack: Stack, require_tensorrt: bool = True) -> tuple:
-    """(facts, problems) of the installed environment. Imports torch, onnxruntime, TensorRT."""
+    """(facts, problems) of the installed environment. Imports torch, onnxruntime, TensorRT.
+
+    `require_tensorrt` False: TensorRT (and so ONNX Runtime's TensorRT provider) may be absent.
+    """
     import importlib.metadata as metadata
     import importlib.util
 
@@ -284,9 +354,12 @@ def runtime_report(stack: Stack, require_tensorrt: bool = True) -> tuple:
 
     providers = {}
     for provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+        if provider == "TensorrtExecutionProvider" and not stack.onnxruntime_tensorrt_expected:
+            providers[provider] = onnxruntime_tensorrt_note(stack)  # not opened: it cannot load here
+            continue
         ok, why = open_provider(provider)
         providers[provider] = "opens" if ok else why
-        if not ok and (provider == "CUDAExecutionProvider" or require_tensorrt):
+        if not ok and (provider == "CUDAExecutionProvider" or onnxruntime_tensorrt_required(stack, require_tensorrt)):
             problems.append(f"{provider}: {why}")
     facts["onnxruntime providers (opened sessions)"] = providers
 
@@ -296,8 +369,9 @@ def runtime_report(stack: Stack, require_tensorrt: bool = True) -> tuple:
         loaded = load_tensorrt_libraries()
         facts["tensorrt"] = loaded
         if loaded.get("version") is None:
-            problems.append("TensorRT is not installed (import tensorrt fails): the trt-* backends would all skip")
-        elif stack.tensorrt_major is not None and int(loaded["version"].split(".")[0]) != stack.tensorrt_major:
+            if require_tensorrt:
+                problems.append("TensorRT is not installed (import tensorrt fails): the trt-* backends would all skip")
+        elif int(loaded["version"].split(".")[0]) != stack.tensorrt_major:
             problems.append(f"TensorRT {loaded['version']} is installed; {stack.name} pins TensorRT {stack.tensorrt_major}")
     except Exception as exc:  # a broken TensorRT is a problem to report, not a crash
         problems.append(f"TensorRT does not load: {exc}")
@@ -340,7 +414,8 @@ def main(argv=None) -> int:
             command.add_argument("report_json")
         if name == "runtime":
             command.add_argument("--no-tensorrt", action="store_true",
-                                 help="TensorRT may be absent (never in the nightly: there it fails the run)")
+                                 help="TensorRT and ONNX Runtime's TensorRT provider may be absent (never in the "
+                                      "nightly: there it fails the run; the provider is never required on trt-canary)")
     args = parser.parse_args(argv)
     stack = STACKS[args.stack]
 
@@ -357,6 +432,7 @@ def main(argv=None) -> int:
         problems += [p for p in (driver_problem(stack, d) for d in dict.fromkeys(drivers)) if p]
         print(f"stack: {stack.describe()}; needs NVIDIA driver >= {stack.min_driver}, Python 3.11-3.13")
         print(f"this machine: driver {', '.join(drivers) or 'none'}, Python {sys.version.split()[0]}")
+        print(tensorrt_index_note(stack))
     elif args.command == "report":
         report = json.loads(Path(args.report_json).read_text())
         problems = report_problems(report, stack)

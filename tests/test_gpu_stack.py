@@ -1,8 +1,8 @@
 """The pinned GPU stacks and the checks of deploy_parity/gpu_stack.py, on CPU.
 
-- the requirement files: one CUDA major each by name, the shared part equal to
-  pyproject's core dependencies minus onnxruntime / torch / torchvision, the canary on
-  the cu13 pins, docs/gpu.md naming every pin, tox and the nightly installing them with
+- the requirement files: one CUDA major each by name, every line an exact pin, the
+  shared part naming pyproject's core dependencies minus onnxruntime / torch /
+  torchvision (pinned inside pyproject's ranges), the canary on the cu13 pins and TensorRT 11, docs/gpu.md naming every pin, tox and the nightly installing them with
   deploy-parity's dependencies left out (so the CPU onnxruntime never comes in);
 - the driver check (the nightly's first step) and its plain message;
 - CUDA majors read from pip's report (synthetic reports here; the real resolution is
@@ -40,32 +40,51 @@ def test_each_stack_pins_torch_onnxruntime_gpu_and_tensorrt_of_its_cuda_major(st
     assert not re.search(r"^onnxruntime[=<>~ ]", text, re.M)
 
 
-def test_the_canary_is_the_cu13_stack_with_the_newest_tensorrt():
-    cu13, canary = STACKS["cu13"].pins(), STACKS["trt-canary"].pins()
-    assert {k: canary[k] for k in ("torch", "torchvision", "onnxruntime-gpu")} == {
-        k: cu13[k] for k in ("torch", "torchvision", "onnxruntime-gpu")}
-    assert re.search(r"^tensorrt-cu13>=11$", STACKS["trt-canary"].requirements_path().read_text(), re.M)
+def test_the_canary_is_the_cu13_stack_with_tensorrt_11():
+    cu13, canary = STACKS["cu13"].all_pins(), STACKS["trt-canary"].all_pins()
+    assert {k: v for k, v in canary.items() if k != "tensorrt-cu13"} == {k: v for k, v in cu13.items() if k != "tensorrt-cu13"}
+    assert canary["tensorrt-cu13"].startswith("11.")  # `>=11` would take TensorRT 12 the day it appears
+    assert STACKS["trt-canary"].tensorrt_major == 11
 
 
-def core_dependencies() -> dict:
+# An exact pin: name, extras, `==` and a version with no wildcard (`==11.*` is a range).
+EXACT_PIN = re.compile(r"^[A-Za-z0-9._-]+(\[[^\]]*\])?==[0-9][0-9A-Za-z.+!-]*$")
+
+
+@pytest.mark.parametrize("stack", sorted(STACKS))
+def test_every_requirement_of_every_stack_is_an_exact_pin(stack):
+    """Issue 22, item 8: only torch, onnxruntime-gpu and TensorRT were pinned; onnx,
+    Polygraphy, numpy and the rest floated, so a night could change with no change here."""
+    lines = gpu_stack.requirement_lines(STACKS[stack].requirements_path())
+    assert {path.name for path, _ in lines} == {"gpu-common.txt", STACKS[stack].requirements}
+    loose = [f"{path.name}: {line}" for path, line in lines if not EXACT_PIN.match(line.replace(" ", ""))]
+    assert not loose, f"not pinned with ==: {loose}"
+    names = [gpu_stack.normalize(re.match(r"[A-Za-z0-9._-]+", line).group(0)) for _, line in lines]
+    assert len(names) == len(set(names))  # one pin per package
+    assert "ultralytics" in names  # the real architectures (YOLO) run on the GPU too (issue 22, item 6)
+    assert set(names) == set(STACKS[stack].all_pins())
+
+
+def core_dependencies(extras=("test",)) -> dict:
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     deps = {}
-    for requirement in project["dependencies"] + project["optional-dependencies"]["test"]:
+    for requirement in project["dependencies"] + [r for extra in extras for r in project["optional-dependencies"][extra]]:
         name = re.match(r"[A-Za-z0-9._-]+", requirement).group(0)
         deps[gpu_stack.normalize(name)] = requirement.replace(" ", "")
     return deps
 
 
 def test_the_shared_gpu_requirements_are_the_core_dependencies_without_onnxruntime():
-    shared = {}
-    for line in (ROOT / "requirements" / "gpu-common.txt").read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            shared[gpu_stack.normalize(re.match(r"[A-Za-z0-9._-]+", line).group(0))] = line.replace(" ", "")
-    core = core_dependencies()
+    from packaging.requirements import Requirement
+
+    shared = gpu_stack.read_pins(ROOT / "requirements" / "gpu-common.txt")
+    core = core_dependencies(extras=("test", "ultralytics"))
     expected = {name: spec for name, spec in core.items() if name not in ("onnxruntime", "torch", "torchvision")}
-    assert shared == expected  # deploy-parity goes in with --no-deps: this list is all it gets
+    assert set(shared) == set(expected)  # deploy-parity goes in with --no-deps: this list is all it gets
+    outside = {name: (shared[name], spec) for name, spec in expected.items()
+               if not Requirement(spec).specifier.contains(shared[name], prereleases=True)}
+    assert not outside, f"pins outside pyproject.toml's ranges: {outside}"
     assert "polygraphy" in core  # a core dependency now
 
 
@@ -329,3 +348,99 @@ def test_the_workflows_stack_input_is_a_choice_of_the_pinned_stacks():
     assert stack["type"] == "choice"
     assert sorted(stack["options"]) == sorted(name for name in STACKS if name != "trt-canary")
     assert stack["default"] in stack["options"]
+
+
+def test_only_stacks_on_tensorrt_10_require_onnxruntimes_tensorrt_provider():
+    """Issue 22, item 1: onnxruntime-gpu's TensorRT provider links libnvinfer.so.10 and
+    TensorRT 11 ships .so.11, so on the canary the provider can never open; requiring it
+    there failed the runtime check before any test ran."""
+    required = gpu_stack.onnxruntime_tensorrt_required
+    assert required(STACKS["cu12"]) and required(STACKS["cu13"])
+    assert not required(STACKS["trt-canary"])
+    assert not required(STACKS["cu13"], require_tensorrt=False)  # `runtime --no-tensorrt`
+    for stack in STACKS.values():
+        assert stack.onnxruntime_tensorrt_expected == (stack.tensorrt_major == gpu_stack.ONNXRUNTIME_TENSORRT_MAJOR), stack
+    assert gpu_stack.onnxruntime_tensorrt_note(STACKS["trt-canary"]) == (
+        "not expected on this stack (TensorRT 11 ships libnvinfer.so.11; onnxruntime-gpu's provider links .so.10)")
+
+
+@pytest.mark.parametrize("stack_name, tensorrt_version", [("cu13", "10.16.1.11"), ("trt-canary", "11.4.0.106")])
+def test_the_runtime_check_names_the_onnxruntime_tensorrt_provider_a_problem_only_where_it_is_expected(
+        stack_name, tensorrt_version, monkeypatch):
+    """runtime_report itself, with the GPU parts answered: no provider opens, TensorRT of the stack's major loads."""
+    from deploy_parity.backends.onnxruntime import providers as onnxrt_providers
+    from deploy_parity.backends.tensorrt import libs as tensorrt_libs
+
+    opened = []
+
+    def no_provider(provider):
+        opened.append(provider)
+        return False, f"no {provider} here"
+
+    monkeypatch.setattr(gpu_stack, "driver_versions", lambda: ["590.44.01"])
+    monkeypatch.setattr(onnxrt_providers, "open_provider", no_provider)
+    monkeypatch.setattr(tensorrt_libs, "load_tensorrt_libraries", lambda: {"version": tensorrt_version})
+    monkeypatch.setattr(tensorrt_libs, "expose_cuda_runtime", lambda: [])
+    stack = STACKS[stack_name]
+    facts, problems = gpu_stack.runtime_report(stack)
+    assert "CUDAExecutionProvider: no CUDAExecutionProvider here" in problems  # required on every stack
+    assert not any("TensorRT 11" in p and "pins TensorRT" in p for p in problems)
+    trt_problems = [p for p in problems if p.startswith("TensorrtExecutionProvider")]
+    provider_facts = facts["onnxruntime providers (opened sessions)"]
+    if stack_name == "cu13":
+        assert trt_problems == ["TensorrtExecutionProvider: no TensorrtExecutionProvider here"]
+        assert "TensorrtExecutionProvider" in opened
+    else:
+        assert trt_problems == []
+        assert provider_facts["TensorrtExecutionProvider"] == gpu_stack.onnxruntime_tensorrt_note(stack)
+
+
+GPU_TOX_ENVS = ("testenv:gpu-cu{12,13}", "testenv:trt-canary")
+
+
+def tox_pass_env(tox, env) -> list:
+    """The patterns of `env`'s pass_env, a `{[section]pass_env}` reference followed as tox does."""
+    value = tox[env]["pass_env"]
+    reference = re.fullmatch(r"\s*\{\[([^\]]+)\]pass_env\}\s*", value)
+    if reference:
+        value = tox[reference.group(1)]["pass_env"]
+    return [line.strip() for line in value.splitlines() if line.strip()]
+
+
+def test_the_gpu_envs_pass_pip_and_the_tensorrt_stubs_their_index_and_proxy():
+    """Issue 22, item 3: PyPI's tensorrt-cuXX-libs are stubs that download the real wheel from
+    NVIDIA's index at install time; tox dropped the stub's own index variable and HTTPS_PROXY,
+    so a runner reaching NVIDIA only through a proxy or a mirror could not install a stack."""
+    import configparser
+    from fnmatch import fnmatchcase
+
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini")
+    for env in GPU_TOX_ENVS:
+        patterns = tox_pass_env(tox, env)
+        for variable in ("WHEEL_STUB_PIP_INDEX_URL", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy",
+                         "http_proxy", "no_proxy", "PIP_EXTRA_INDEX_URL", "PIP_INDEX_URL"):
+            assert any(fnmatchcase(variable, pattern) for pattern in patterns), (env, variable)
+
+
+@pytest.mark.parametrize("stack", sorted(STACKS))
+def test_each_stack_file_says_its_tensorrt_libraries_need_nvidias_index_or_a_mirror(stack):
+    text = STACKS[stack].requirements_path().read_text()
+    comments = " ".join(line.lstrip("# ") for line in text.splitlines() if line.startswith("#"))
+    assert "pypi.nvidia.com" in comments and "WHEEL_STUB_PIP_INDEX_URL" in comments and "PIP_EXTRA_INDEX_URL" in comments
+
+
+def test_the_driver_check_says_in_one_line_what_tensorrts_install_needs(capsys, monkeypatch):
+    note = gpu_stack.tensorrt_index_note(STACKS["cu13"], environ={})
+    assert "\n" not in note
+    assert note == ("TensorRT's libraries: PyPI's tensorrt-cu13-libs is a stub that fetches the real wheel from "
+                    "https://pypi.nvidia.com at install time; a runner that cannot reach it needs a local mirror, "
+                    "given with PIP_EXTRA_INDEX_URL (pip takes the real wheel from it) or WHEEL_STUB_PIP_INDEX_URL "
+                    "(the stub fetches from it)")
+    mirrored = gpu_stack.tensorrt_index_note(STACKS["trt-canary"], environ={"WHEEL_STUB_PIP_INDEX_URL": "https://u:token@m/s"})
+    assert "tensorrt-cu13-libs" in mirrored and mirrored.endswith("(set here: WHEEL_STUB_PIP_INDEX_URL)")  # no token in logs
+    for variable in ("WHEEL_STUB_PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    assert gpu_stack.main(["driver", "--stack", "cu13", "--driver-version", "590.44.01"]) == (
+        1 if gpu_stack.python_problem() else 0)
+    assert note in capsys.readouterr().out.splitlines()  # before anything is installed
