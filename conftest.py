@@ -11,4 +11,4 @@ register_profiles()
 load_default_profile()
 
 pytest_plugins = ["fixtures.selection", "fixtures.harness", "fixtures.reporting", "fixtures.parallel",
-                  "fixtures.sharding"]
+                  "fixtures.sharding", "fixtures.engine_plan"]

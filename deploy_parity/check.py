@@ -407,8 +407,12 @@ def _check_coverage(pool, case, backend, example, start) -> CaseResult:
         comparisons += probe.comparisons
         messages.append(probe.message)
     if not comparisons:
+        drawn = ""
+        if bounds.sizes:  # the engine budget: the run draws from these sizes only, and says so
+            drawn = (f"; this run draws its sizes from {', '.join(f'{h}x{w}' for h, w in bounds.sizes)} "
+                     f"({bounds.sizes_reason})")
         comparisons.append(Comparison("coverage", ",".join(case.input_names), Verdict.PASS,
-                                      message=f"the artifact takes what the case declares ({bounds.source})"))
+                                      message=f"the artifact takes what the case declares ({bounds.source}){drawn}"))
     result = _result("coverage", case, backend, example, comparisons, start, message="\n".join(messages))
     if runner is not None:
         result.accepted = accepted_shapes(runner)

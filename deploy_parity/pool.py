@@ -196,6 +196,13 @@ class RunnerPool:
         return runner
 
     def bounds(self, case: ModelCase, backend: Backend) -> ShapeBounds:
+        """What the artifact accepts (accepted_bounds), with the sizes a run draws from when
+        the engine budget limits a per-size model on an engine-building backend."""
+        from deploy_parity.backends.tensorrt.budget import within_engine_budget
+
+        return within_engine_budget(case, backend, self.accepted_bounds(case, backend), self.context.engine_budget)
+
+    def accepted_bounds(self, case: ModelCase, backend: Backend) -> ShapeBounds:
         """The shapes and dtypes this backend's artifact accepts, read from the artifact
         itself where it can be narrower than the case (a fixed-size or user-supplied graph,
         an engine profile), so strategies never draw what the artifact cannot take.

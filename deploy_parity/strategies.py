@@ -134,7 +134,8 @@ def parity_examples(case, bounds: ShapeBounds, min_batch: int = 1):
     and a property draws hundreds of examples: a third of its cost per example."""
     m = bounds.multiple_of
     fixed = bounds.fixed_height is not None
-    if not fixed:
+    chosen = st.sampled_from(bounds.sizes) if bounds.sizes and not fixed else None  # shrinks to the first
+    if not fixed and chosen is None:
         lo, hi = _side_steps(bounds)
         heights = st.integers(lo, hi)
     widths: dict = {}
@@ -146,6 +147,8 @@ def parity_examples(case, bounds: ShapeBounds, min_batch: int = 1):
     def examples(draw):
         if fixed:
             height, width = bounds.fixed_height, bounds.fixed_width
+        elif chosen is not None:
+            height, width = draw(chosen)
         else:
             height = m * draw(heights)
             if height not in widths:
@@ -207,25 +210,34 @@ SQUARE_CONTROL = "square-control"
 EXPORT_SIZE = "export-size"
 
 
-def agreement_examples(case, bounds: ShapeBounds, count: int = 8) -> list:
-    """A fixed, seeded evaluation set for task agreement: the export size, the smallest
-    square, rectangles both ways up to the largest side (4:1 at most), and the largest
-    batch, `count` examples in all (the same on every run and machine)."""
-    dtypes = bounds.default_dtypes(case)
+def spread_sizes(case, bounds: ShapeBounds) -> list:
+    """Accepted sizes spread over the space, most telling first: the export size, the
+    smallest square, rectangles both ways up to the largest side (within the aspect
+    limit), the largest square, the middle. The same on every run and machine."""
     if bounds.fixed_height is not None:
-        sizes = [(bounds.fixed_height, bounds.fixed_width)]
-    else:
-        m = bounds.multiple_of
-        lo = -(-bounds.min_side // m) * m
-        hi = bounds.max_side // m * m
-        mid = (lo + hi) // 2 // m * m
-        sizes = []
-        for h, w in ((case.sizes.export_height or mid, case.sizes.export_width or mid), (lo, lo), (lo, mid),
-                     (mid, lo), (mid, hi), (hi, mid), (hi, hi), (mid, mid)):
-            while max(h, w) / min(h, w) > bounds.max_aspect:
-                h, w = (h, max(lo, w - m)) if w > h else (max(lo, h - m), w)
-            if not bounds.why_not(h, w, bounds.min_batch) and (h, w) not in sizes:
-                sizes.append((h, w))
+        return [(bounds.fixed_height, bounds.fixed_width)]
+    m = bounds.multiple_of
+    lo = -(-bounds.min_side // m) * m
+    hi = bounds.max_side // m * m
+    mid = (lo + hi) // 2 // m * m
+    sizes = []
+    for h, w in ((case.sizes.export_height or mid, case.sizes.export_width or mid), (lo, lo), (lo, mid),
+                 (mid, lo), (mid, hi), (hi, mid), (hi, hi), (mid, mid)):
+        while max(h, w) / min(h, w) > bounds.max_aspect:
+            h, w = (h, max(lo, w - m)) if w > h else (max(lo, h - m), w)
+        if not bounds.why_not(h, w, bounds.min_batch) and (h, w) not in sizes:
+            sizes.append((h, w))
+    return sizes
+
+
+def agreement_examples(case, bounds: ShapeBounds, count: int = 8) -> list:
+    """A fixed, seeded evaluation set for task agreement: the sizes of `spread_sizes` (those
+    of an engine budget when the run draws from one) and the largest batch, `count`
+    examples in all (the same on every run and machine)."""
+    dtypes = bounds.default_dtypes(case)
+    sizes = spread_sizes(case, bounds)
+    if bounds.sizes:
+        sizes = [size for size in sizes if size in bounds.sizes] or list(bounds.sizes)
     batch = max(bounds.min_batch, min(2, bounds.max_batch))
     examples = []
     for i in range(count):

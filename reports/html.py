@@ -116,6 +116,8 @@ def _run_section(page: ReportPage) -> str:
         ("cases checked", _e(run.get("cases"))),
         ("exports", f"{_e(run.get('exports'))} (cache hits {_e(run.get('export_cache_hits'))}, "
                     f"{_num(run.get('export_seconds'))} s exporting)"),
+        ("TensorRT engines", f"{_e(run.get('engine_builds', 0))} built ({_num(run.get('engine_build_seconds'))} s), "
+                             f"{_e(run.get('engine_cache_hits', 0))} from the cache (trt-* backends)"),
         ("harness overhead", _e(format_overhead(run["overhead"])) if "overhead" in run else "-"),
         ("time per case", _e(format_phases(run["overhead"])) if "overhead" in run else "-"),
     ]

@@ -205,7 +205,10 @@ def merge_shards(directories: list, into: Path, history_db: Optional[str], html:
         exports={"exports": sum(r.get("exports") or 0 for r in runs),
                  "export_cache_hits": sum(r.get("export_cache_hits") or 0 for r in runs),
                  "export_seconds": round(sum(r.get("export_seconds") or 0 for r in runs), 2),
-                 "export_rebuilt": [x for r in runs for x in r.get("export_rebuilt") or []]},
+                 "export_rebuilt": [x for r in runs for x in r.get("export_rebuilt") or []],
+                 "engine_builds": sum(r.get("engine_builds") or 0 for r in runs),
+                 "engine_cache_hits": sum(r.get("engine_cache_hits") or 0 for r in runs),
+                 "engine_build_seconds": round(sum(r.get("engine_build_seconds") or 0 for r in runs), 2)},
         problems=[],
     )
     written = write_run_reports(directory=into, records=records, identity=identity, outcome=outcome,

@@ -20,6 +20,9 @@ class ProcessTimes:
     export_cache_hits: int = 0
     export_seconds: float = 0.0
     export_rebuilt: list = field(default_factory=list)  # cache entries not trusted, and why
+    engine_builds: int = 0  # TensorRT engines built by the trt-* backends, and their cache hits
+    engine_cache_hits: int = 0
+    engine_build_seconds: float = 0.0
     # Phases of the checks (seconds), besides inference_seconds.
     render_seconds: float = 0.0  # building feeds (scenes drawn once per example: inputs.FeedCache)
     activate_seconds: float = 0.0  # building runners: modules, sessions, the exports they wait for
@@ -47,6 +50,7 @@ class ProcessTimes:
 
 def measure_process(pool, started: float, now: float, recorder=None) -> ProcessTimes:
     """This process's figures (pool: the session's RunnerPool, or None when no check ran)."""
+    from deploy_parity.backends.tensorrt import engine_cache_totals
     from deploy_parity.export.onnx_exporter import STATS
 
     reuse = pool.figures() if pool is not None else {}
@@ -68,6 +72,7 @@ def measure_process(pool, started: float, now: float, recorder=None) -> ProcessT
         export_cache_hits=STATS.cache_hits,
         export_seconds=STATS.export_seconds,
         export_rebuilt=list(STATS.rebuilt),
+        **engine_cache_totals(),
     )
 
 

@@ -27,6 +27,8 @@ class RunnerContext:
     # Seconds one check may run before it is interrupted as TIMEOUT (deploy_parity/watchdog.py);
     # None: no limit. The pytest plugin sets it from --case-timeout / PARITY_CASE_TIMEOUT.
     case_timeout: Optional[float] = None
+    # TensorRT engines at most per model and backend (deploy_parity/backends/tensorrt/budget.py).
+    engine_budget: int = 16  # budget.DEFAULT_BUDGET; the plugin sets --engine-budget
 
 
 @dataclass(frozen=True)

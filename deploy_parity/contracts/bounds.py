@@ -35,6 +35,12 @@ class ShapeBounds:
     # dtype the case declares (the torch modules, and graphs the harness exports, one
     # per dtype signature).
     dtypes: Optional[tuple] = None
+    # The (height, width) pairs a run draws from, when it may not draw every accepted size:
+    # an engine budget on a per-size model (one TensorRT engine per size; see
+    # deploy_parity/backends/tensorrt/budget.py). A choice of the harness, not a limit of the
+    # artifact: coverage_gaps ignores it, and the records say which sizes were drawn.
+    sizes: Optional[tuple] = None
+    sizes_reason: str = ""
 
     def why_not(self, height: int, width: int, batch: int) -> str:
         if not (self.min_batch <= batch <= self.max_batch):

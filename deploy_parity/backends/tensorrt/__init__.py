@@ -29,6 +29,15 @@ TABLE = (("trt-fp32", "fp32", "a TensorRT engine built by Polygraphy in fp32 (TF
 _CACHES: dict = {}
 
 
+def engine_cache_totals() -> dict:
+    """Engines built and cache hits in this process, over every engine cache it opened
+    (Polygraphy's trt-* backends; ONNX Runtime's provider keeps its own, uncounted)."""
+    caches = list(_CACHES.values())
+    return {"engine_builds": sum(c.stats.builds for c in caches),
+            "engine_cache_hits": sum(c.stats.hits for c in caches),
+            "engine_build_seconds": round(sum(c.stats.build_seconds for c in caches), 2)}
+
+
 def session_engine_cache(context: RunnerContext):
     """One EngineCache per cache directory, so its hit/build counts cover the session."""
     from deploy_parity.backends.tensorrt.engine_cache import EngineCache
