@@ -155,3 +155,34 @@ def test_a_bad_shard_option_is_a_usage_error(tmp_path):
     assert "only 2 (model case, backend) unit(s) to spread over 4 shards" in done.stdout + done.stderr
     counts = Counter(line.startswith("ERROR:") for line in (done.stdout + done.stderr).splitlines())
     assert counts[True] == 1
+
+
+# ------------------------------------------------------------------ the workflow
+
+
+def test_the_nightly_spreads_its_shards_with_the_job_matrix_and_merges_them_into_one_report():
+    import yaml
+
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "nightly-gpu.yml").read_text())
+    jobs = workflow["jobs"]
+    shard_job, merge_job = jobs["gpu-parity"], jobs["merge"]
+    assert shard_job["strategy"]["matrix"]["shard"] == "${{ fromJSON(needs.plan.outputs.indices) }}"
+    assert shard_job["strategy"]["fail-fast"] is False
+    assert shard_job["env"]["SHARD"] == "${{ matrix.shard }}/${{ needs.plan.outputs.count }}"
+    shard_runs = "\n".join(step.get("run", "") for step in shard_job["steps"])
+    assert shard_runs.count('--shard "$SHARD"') == 2 and shard_runs.count('--history-db "$HISTORY_DB"') == 2
+    # Every shard and the merge restore the same history (so every shard plans the same split);
+    # the merge alone saves it, after adding the night.
+    restores = [s for job in (shard_job, merge_job) for s in job["steps"]
+                if s.get("uses", "").startswith("actions/cache/restore")]
+    assert len(restores) == 2 and restores[0]["with"] == restores[1]["with"]
+    saves = [s for s in merge_job["steps"] if s.get("uses", "").startswith("actions/cache/save")]
+    assert len(saves) == 1 and saves[0]["with"]["key"] == restores[0]["with"]["key"]
+    assert not any(s.get("uses", "").startswith("actions/cache/save") for s in shard_job["steps"])
+    assert merge_job["needs"] == ["plan", "gpu-parity"] and merge_job["if"].startswith("always()")
+    merge_runs = "\n".join(step.get("run", "") for step in merge_job["steps"])
+    assert merge_runs.count("python -m reports.merge") == 2
+    assert "shards/*/zoo/shard-*" in merge_runs and "shards/*/real-architectures/shard-*" in merge_runs
+    triggers = workflow.get("on", workflow.get(True))
+    shards = triggers["workflow_dispatch"]["inputs"]["shards"]
+    assert shards["type"] == "choice" and shards["default"] in shards["options"]
