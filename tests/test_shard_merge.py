@@ -16,7 +16,7 @@ from collections import Counter
 
 import pytest
 
-from deploy_parity.benchmarks.overhead import verdict_digest
+from deploy_parity.records import verdict_digest
 from deploy_parity.errors import HarnessError
 from fixtures.sharding import ShardSpec, plan_shards
 from tests.suite_runs import REPO, suite_command, suite_env
@@ -171,14 +171,19 @@ def test_the_nightly_spreads_its_shards_with_the_job_matrix_and_merges_them_into
     assert shard_job["env"]["SHARD"] == "${{ matrix.shard }}/${{ needs.plan.outputs.count }}"
     shard_runs = "\n".join(step.get("run", "") for step in shard_job["steps"])
     assert shard_runs.count('--shard "$SHARD"') == 2 and shard_runs.count('--history-db "$HISTORY_DB"') == 2
-    # Every shard and the merge restore the same history (so every shard plans the same split);
-    # the merge alone saves it, after adding the night.
-    restores = [s for job in (shard_job, merge_job) for s in job["steps"]
-                if s.get("uses", "").startswith("actions/cache/restore")]
-    assert len(restores) == 2 and restores[0]["with"] == restores[1]["with"]
+    # The plan job fixes the night's history once (restored from the cache, handed over as an
+    # artifact of the run): every shard and the merge download that same artifact, so every
+    # shard plans the same split, a re-run shard too; the merge alone saves the cache.
+    plan_steps = jobs["plan"]["steps"]
+    assert any(s.get("uses", "").startswith("actions/cache/restore") for s in plan_steps)
+    handed = [s for s in plan_steps if s.get("uses", "").startswith("actions/upload-artifact")]
+    downloads = [s for job in (shard_job, merge_job) for s in job["steps"]
+                 if s.get("uses", "").startswith("actions/download-artifact") and "name" in s.get("with", {})]
+    assert len(handed) == 1 and len(downloads) == 2
+    assert downloads[0]["with"]["name"] == downloads[1]["with"]["name"] == handed[0]["with"]["name"]
     saves = [s for s in merge_job["steps"] if s.get("uses", "").startswith("actions/cache/save")]
-    assert len(saves) == 1 and saves[0]["with"]["key"] == restores[0]["with"]["key"]
-    assert not any(s.get("uses", "").startswith("actions/cache/save") for s in shard_job["steps"])
+    assert len(saves) == 1 and "github.run_attempt" in saves[0]["with"]["key"]
+    assert not any(s.get("uses", "").startswith("actions/cache") for s in shard_job["steps"])
     assert merge_job["needs"] == ["plan", "gpu-parity"] and merge_job["if"].startswith("always()")
     merge_runs = "\n".join(step.get("run", "") for step in merge_job["steps"])
     assert merge_runs.count("python -m reports.merge") == 2
