@@ -61,6 +61,11 @@ class UnknownNameError(HarnessError):
         )
 
 
+# What a GPU backend that cannot run tells the user to do (the backends word their skips with it).
+GPU_STACK_HINT = ("install a GPU stack: pip install -r requirements/gpu-cu13.txt (or gpu-cu12.txt), then "
+                  "pip install --no-deps -e . (docs/gpu.md)")
+
+
 class BackendUnavailable(HarnessError):
     """A backend's library or device is missing. The message says how to get it."""
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Optional
 
 from reports.metrics import ERROR_METRICS, worst_errors
-from reports.overhead import PHASE_COLUMNS, format_overhead, format_phases
+from deploy_parity.benchmarks.process import PHASE_COLUMNS
+from reports.overhead import format_overhead, format_phases
 from reports.regressions import describe_rule
 from reports.summary import VERDICTS
 

@@ -7,6 +7,8 @@ import json
 import os
 from pathlib import Path
 
+from deploy_parity.records import read_jsonl  # noqa: F401 - the reader lives with the format, in the package
+
 
 class JsonlWriter:
     def __init__(self, path: Path):
@@ -30,22 +32,6 @@ class JsonlWriter:
         self._handle.flush()
         os.fsync(self._handle.fileno())
         self._handle.close()
-
-
-def read_jsonl(path: Path) -> list:
-    """Every record in `path`. A last line cut short (its writer was killed mid-write) is
-    dropped; a bad line anywhere else is an error."""
-    with open(path, encoding="utf-8") as handle:
-        lines = [line for line in handle if line.strip()]
-    records = []
-    for number, line in enumerate(lines):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number == len(lines) - 1 and not line.endswith("\n"):
-                break
-            raise
-    return records
 
 
 def merge_jsonl(paths, merged: Path, run_uid: str = None) -> list:

@@ -38,7 +38,7 @@ class RunOutcome:
 
     exit_status: int
     status: str  # "complete" | "failed" | "interrupted" (run.json; the history says "failed" for both)
-    overhead: dict  # reports.overhead.overhead_figures
+    overhead: dict  # deploy_parity.benchmarks.process.overhead_figures
     exports: dict  # exports, export_cache_hits, export_seconds, export_rebuilt, engine_builds, engine_cache_hits, engine_build_seconds
     status_reason: str = ""  # why a run is not complete, in words
     problems: list = field(default_factory=list)  # report-writing problems met during the run

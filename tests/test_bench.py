@@ -79,7 +79,7 @@ def test_unavailable_backend_is_reported_not_raised(tmp_path):
 @pytest.mark.slow
 def test_command_writes_bench_json_and_merges(tmp_path):
     output, cache = tmp_path / "bench.json", tmp_path / "cache"
-    common = [sys.executable, "-m", "deploy_parity.bench", "--model", "pose-rtmo", "--runs", "3", "--warmup", "1",
+    common = [sys.executable, "-m", "deploy_parity.benchmarks.latency", "--model", "pose-rtmo", "--runs", "3", "--warmup", "1",
               "--batches", "1,2", "--throughput-runs", "2", "--output", str(output), "--cache-dir", str(cache)]
     first = subprocess.run(common + ["--backend", "onnxrt-cpu,torch-cpu"], cwd=REPO, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -136,7 +136,7 @@ def test_the_report_shows_the_overhead_benchmark(tmp_path):
 
 def test_the_overhead_benchmarks_verdict_digest_tells_apart_changed_verdicts(tmp_path):
     """--against compares runs by this digest: record order does not matter, a verdict does."""
-    from deploy_parity.benchmarks.overhead import verdict_digest
+    from deploy_parity.records import verdict_digest
 
     def record(seed, verdict):
         return {"check": "parity", "model": "m", "backend": "onnxrt-cpu", "height": 64, "width": 96, "batch": 1,

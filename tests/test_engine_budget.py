@@ -113,7 +113,7 @@ def test_engine_builds_and_cache_hits_reach_the_run_figures(tmp_path, monkeypatc
     from deploy_parity.backends import tensorrt as trt_backends
     from deploy_parity.backends.tensorrt.engine_cache import EngineEnv, make_key
     from deploy_parity.backends.tensorrt.profiles import EngineProfile, ShapeRange
-    from reports.overhead import measure_process
+    from deploy_parity.benchmarks.process import measure_process
 
     monkeypatch.setattr(trt_backends, "_CACHES", {})
     cache = trt_backends.session_engine_cache(RunnerContext(cache_dir=tmp_path))

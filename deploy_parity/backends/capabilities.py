@@ -16,8 +16,9 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Optional
 
+from deploy_parity.errors import GPU_STACK_HINT
+
 # What to do about each missing piece; the runners raise with the same texts.
-GPU_STACK_HINT = "install a GPU stack: pip install -r requirements/gpu-cu13.txt (or gpu-cu12.txt), then pip install --no-deps -e . (docs/gpu.md)"
 NO_CUDA = (
     "no CUDA device visible to torch (torch.cuda.is_available() is False): run on the GPU runner, "
     "see README 'Nightly on a GPU runner'"

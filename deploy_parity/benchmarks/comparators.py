@@ -1,35 +1,32 @@
 """How long the structured comparators take on realistic sizes. Measures; never asserts.
 
-    python benchmarks/bench_comparators.py [--runs 20] [--warmup 3]
+    python -m deploy_parity.benchmarks.comparators [--runs 20] [--warmup 3] [--reports-dir DIR]
 
 Prints median and p90 (ms) per workload and writes the same figures to
-reports/output/bench_comparators.json.
+<reports dir>/bench_comparators.json (default reports/output, or PARITY_REPORTS_DIR).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# Run as a script, Python puts benchmarks/ (not the repo root) on sys.path.
-sys.path.insert(0, str(REPO_ROOT))
 
-from deploy_parity.compare.boxes import compare_boxes, match_instances  # noqa: E402
-from deploy_parity.compare.instances import Instances  # noqa: E402
-from deploy_parity.compare.keypoints import compare_keypoints  # noqa: E402
-from deploy_parity.compare.masks import compare_masks  # noqa: E402
-from deploy_parity.compare.structured import compare_instances  # noqa: E402
-from deploy_parity.compare.tolerances import lookup  # noqa: E402
-from deploy_parity.compare.verdict import Comparison, Verdict, combine  # noqa: E402
+from deploy_parity.compare.boxes import compare_boxes, match_instances
+from deploy_parity.compare.instances import Instances
+from deploy_parity.compare.keypoints import compare_keypoints
+from deploy_parity.compare.masks import compare_masks
+from deploy_parity.compare.structured import compare_instances
+from deploy_parity.compare.tolerances import lookup
+from deploy_parity.compare.verdict import Comparison, Verdict, combine
 
-OUTPUT = REPO_ROOT / "reports" / "output" / "bench_comparators.json"
+OUTPUT_NAME = "bench_comparators.json"
 IMAGE = 640
 BACKEND, PRECISION = "onnxruntime", "fp32"
 
@@ -140,7 +137,10 @@ def verdict_of(result) -> Verdict:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m deploy_parity.benchmarks.comparators",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--reports-dir", default=os.environ.get("PARITY_REPORTS_DIR", "reports/output"),
+                        help="where bench_comparators.json goes (default reports/output, or PARITY_REPORTS_DIR)")
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args(argv)
@@ -157,7 +157,8 @@ def main(argv=None):
     for name, r in results.items():
         print(f"{name:<{width}}  {r['median_ms']:>10.2f}  {r['p90_ms']:>10.2f}  {r['verdict']}")
 
-    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
+    output = Path(args.reports_dir) / OUTPUT_NAME
+    output.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -165,8 +166,8 @@ def main(argv=None):
         "processor": platform.processor(),
         "results": results,
     }
-    OUTPUT.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"written {OUTPUT.relative_to(REPO_ROOT)}")
+    output.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"written {output}")
 
 
 if __name__ == "__main__":

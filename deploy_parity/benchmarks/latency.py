@@ -1,7 +1,7 @@
 """Latency benchmarks per model case, backend and precision; figures to bench.json.
 
-    python -m deploy_parity.bench --model pose-rtmo --backend onnxrt-cpu,torch-cpu
-    python -m deploy_parity.bench --model pose-rtmo --backend torch-cuda-fp32,trt-fp16 --runs 200
+    python -m deploy_parity.benchmarks.latency --model pose-rtmo --backend onnxrt-cpu,torch-cpu
+    python -m deploy_parity.benchmarks.latency --model pose-rtmo --backend torch-cuda-fp32,trt-fp16 --runs 200
 
 For each (model, backend): cold start (factory, session/engine creation, first
 inference: each timed apart), warm steady state after discarded warm-up runs (mean,
@@ -43,7 +43,7 @@ def _size(text: str) -> tuple:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m deploy_parity.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m deploy_parity.benchmarks.latency", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", required=True, metavar="NAME[,NAME]")
     parser.add_argument("--backend", action="append", metavar="NAME[,NAME]", help=f"default {DEFAULT_BACKENDS}")
     parser.add_argument("--model-module", action="append", default=[], metavar="MODULE_OR_PATH")
@@ -103,7 +103,7 @@ def measure_isolated(args) -> list:
         for backend in args.backend:
             with tempfile.TemporaryDirectory() as tmp:
                 output = Path(tmp) / "bench.json"
-                command = [sys.executable, "-m", "deploy_parity.bench", "--model", model, "--backend", backend,
+                command = [sys.executable, "-m", "deploy_parity.benchmarks.latency", "--model", model, "--backend", backend,
                            "--batches", ",".join(map(str, args.batches)), "--warmup", str(args.warmup),
                            "--runs", str(args.runs), "--throughput-runs", str(args.throughput_runs),
                            "--torch-threads", str(args.torch_threads),

@@ -42,6 +42,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
+from deploy_parity.records import verdict_digest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -67,20 +69,6 @@ def run_suite(models: list, reports_dir: Path, cache_dir: Path, profile: str, ex
             "phases": overhead.get("phases"), "reuse": overhead.get("reuse"),
             "verdicts": run.get("verdicts"), "verdict_digest": verdict_digest(reports_dir / "results.jsonl"),
             "command": " ".join(command[1:])}
-
-
-def verdict_digest(results: Path) -> Optional[str]:
-    """A short hash of every case (check, model, backend, size, batch, dtypes, seed) and its
-    verdict: two runs with the same digest checked the same cases and judged them alike."""
-    from reports.jsonl import read_jsonl
-
-    try:
-        records = read_jsonl(results)
-    except OSError:
-        return None
-    cases = sorted((r["check"], r["model"], r["backend"], r["height"], r["width"], r["batch"], tuple(r["dtypes"]),
-                    r["seed"], r["verdict"]) for r in records)
-    return hashlib.sha256(repr(cases).encode()).hexdigest()[:12]
 
 
 @contextlib.contextmanager
@@ -186,7 +174,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def _phase_line(run: dict) -> str:
     per_case = (run.get("phases") or {}).get("ms_per_case") or {}
-    from reports.overhead import PHASE_COLUMNS
+    from deploy_parity.benchmarks.process import PHASE_COLUMNS
 
     return " / ".join(f"{per_case.get(k, 0):.1f}" for k in PHASE_COLUMNS)
 

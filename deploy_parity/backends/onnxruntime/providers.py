@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from typing import Sequence, Tuple
 
-from deploy_parity.backends.capabilities import GPU_STACK_HINT
+from deploy_parity.errors import GPU_STACK_HINT
 from deploy_parity.errors import BackendUnavailable
 
 TRT_PROVIDER = "TensorrtExecutionProvider"
