@@ -212,3 +212,82 @@ def build_registry(user_modules: Iterable[str] = (), zoo: str = "models",
     else:
         registry.load_zoo(zoo, wanted)
     return registry
+
+
+# ------------------------------------------------------------- a zoo's index, read
+
+
+def read_cases_index(folder) -> tuple:
+    """({case name: module name}, (the default run's case names)) of the case modules in
+    `folder`, read from their source without importing them: importing a module builds its
+    models and imports its libraries (torchvision, Ultralytics), and a run imports only the
+    modules of the cases it selects.
+
+    What it reads, at module level: `X = ModelCase(name="...", ..., zoo=ZooEntry(default=...))`
+    (no zoo, or no default: in the default run), `Y = replace(X, name="...", ...)` (X's zoo
+    unless given), and `CASES = [X, Y, ...]` (or a single `CASE`). Anything else (a name
+    computed at import, a default that is not True/False) is a HarnessError naming the
+    module and line: write it as a literal, or the index would have to import the module.
+    """
+    import ast
+
+    index, default_run = {}, []
+    for path in sorted(Path(folder).glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        module, where = path.stem, path.name
+        cases: dict = {}  # variable -> (case name, default)
+        listed = None
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+                continue
+            variable, value = node.targets[0].id, node.value
+            if variable == "CASES" and isinstance(value, (ast.List, ast.Tuple)):
+                listed = [(e.id if isinstance(e, ast.Name) else None, e.lineno) for e in value.elts]
+                continue
+            call = value if isinstance(value, ast.Call) else None
+            callee = getattr(getattr(call, "func", None), "id", None) or getattr(getattr(call, "func", None), "attr",
+                                                                                   None)
+            if callee not in ("ModelCase", "replace"):
+                continue
+            keywords = {k.arg: k.value for k in call.keywords}
+            base = None
+            if callee == "replace":
+                first = call.args[0] if call.args else None
+                if not isinstance(first, ast.Name) or first.id not in cases:
+                    continue  # replace() of something that is not a case read above
+                base = cases[first.id]
+            name = keywords.get("name")
+            if name is None and base is not None:
+                raise HarnessError(f"{where}:{node.lineno}: {variable} = replace({call.args[0].id}, ...) keeps the "
+                                   "name of the case it copies; give it its own name=\"...\"")
+            if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
+                raise HarnessError(f"{where}:{node.lineno}: the name of case {variable} is not a string literal; "
+                                   "the zoo's index is read without importing its modules: write name=\"...\"")
+            default = base[1] if base is not None else True
+            zoo = keywords.get("zoo")
+            if zoo is not None:
+                func = getattr(zoo, "func", None)
+                if getattr(func, "id", None) != "ZooEntry" and getattr(func, "attr", None) != "ZooEntry":
+                    raise HarnessError(f"{where}:{node.lineno}: zoo= of case {variable} is not ZooEntry(...) written "
+                                       "out; the zoo's index is read without importing its modules")
+                given = {k.arg: k.value for k in zoo.keywords}.get("default")
+                if given is not None and not (isinstance(given, ast.Constant) and isinstance(given.value, bool)):
+                    raise HarnessError(f"{where}:{node.lineno}: ZooEntry(default=...) of case {variable} is not "
+                                       "True or False; the zoo's index is read without importing its modules")
+                default = True if given is None else given.value  # ZooEntry's own default: in the default run
+            cases[variable] = (name.value, default)
+        if listed is None and "CASE" in cases:
+            listed = [("CASE", 0)]
+        for variable, line in listed or []:
+            if variable not in cases:
+                raise HarnessError(f"{where}:{line}: CASES lists something other than a case assigned above it "
+                                   "(X = ModelCase(...) or X = replace(...)); the zoo's index reads it without "
+                                   "importing the module")
+            name, default = cases[variable]
+            if name in index:
+                raise HarnessError(f"{where}: case {name!r} is also defined in {index[name]}.py")
+            index[name] = module
+            if default:
+                default_run.append(name)
+    return index, tuple(sorted(default_run))

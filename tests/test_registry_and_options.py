@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from deploy_parity.backends import select_backends
-from deploy_parity.errors import ModelCaseError, UnknownNameError
+from deploy_parity.errors import HarnessError, ModelCaseError, UnknownNameError
 from deploy_parity.registry import build_registry
 from tests.suite_runs import REPO
 
@@ -173,3 +173,36 @@ def test_listing_a_resnet50_detector_case_builds_no_model(tmp_path):
     assert not (tmp_path / "my_detectors.py.built").exists()
     [case] = build_registry([str(module)]).select(["my-resnet50-detector"])
     assert case.score_threshold == 0.05 and case.topk == 100 and not case.adapter.has_masks
+
+
+# ------------------------------------------------------------------ the zoo's index, read
+
+
+def _index_of(tmp_path, source):
+    from deploy_parity.registry import read_cases_index
+
+    (tmp_path / "some_cases.py").write_text(source)
+    return read_cases_index(tmp_path)
+
+
+def test_the_zoo_index_is_read_from_source_with_replace_and_zoo_defaults(tmp_path):
+    index, default_run = _index_of(tmp_path, (
+        "from dataclasses import replace\n"
+        "A = ModelCase(name='a', zoo=ZooEntry(source_files=()))\n"
+        "B = replace(A, name='b', zoo=ZooEntry(default=False))\n"
+        "C = replace(B, name='c')  # keeps B's zoo entry: not in the default run\n"
+        "CASES = [A, B, C]\n"))
+    assert index == {"a": "some_cases", "b": "some_cases", "c": "some_cases"} and default_run == ("a",)
+
+
+@pytest.mark.parametrize("source, why", [
+    ("NAME = 'x'\nA = ModelCase(name=NAME)\nCASES = [A]\n", "some_cases.py:2: the name of case A is not a string"),
+    ("A = ModelCase(name='a', zoo=ZooEntry(default=SLOW))\nCASES = [A]\n", "is not True or False"),
+    ("A = ModelCase(name='a', zoo=ENTRY)\nCASES = [A]\n", "zoo= of case A is not ZooEntry(...) written out"),
+    ("A = ModelCase(name='a')\nCASES = [A, make_case()]\n", "some_cases.py:2: CASES lists something other"),
+    ("A = ModelCase(name='a')\nB = replace(A)\nCASES = [A, B]\n", "keeps the name of the case it copies"),
+])
+def test_a_zoo_module_the_index_cannot_read_is_one_line_naming_the_line(tmp_path, source, why):
+    with pytest.raises(HarnessError) as raised:
+        _index_of(tmp_path, source)
+    assert why in str(raised.value) and "\n" not in str(raised.value)
