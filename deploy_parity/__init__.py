@@ -13,7 +13,9 @@ Importing it loads no torch, ONNX Runtime or TensorRT; backends import theirs wh
 __version__ = "0.1.0"
 
 from deploy_parity import adapters
-from deploy_parity.case import DeployTarget, InputSpec, Judging, ModelCase, OutputSpec, SizeSpace, ZooEntry
+# What a user's cases module needs, and nothing else: the zoo's own ZooEntry and the
+# harness's internals are imported from their modules by those who need them.
+from deploy_parity.case import DeployTarget, InputSpec, Judging, ModelCase, OutputSpec, SizeSpace
 from deploy_parity.compare.instances import Instances
 from deploy_parity.compare.tolerances import Tolerance
 from deploy_parity.scenes.feeds import scene_feed
@@ -27,7 +29,6 @@ __all__ = [
     "OutputSpec",
     "SizeSpace",
     "Tolerance",
-    "ZooEntry",
     "adapters",
     "scene_feed",
 ]

@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deploy_parity import InputSpec, ModelCase, SizeSpace, ZooEntry
+from deploy_parity import InputSpec, ModelCase, SizeSpace
+from deploy_parity.case import ZooEntry
 from deploy_parity.adapters import MMDeployDetections
 
 K = 6  # boxes per image

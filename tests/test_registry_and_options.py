@@ -45,7 +45,7 @@ USER_MODULE = """
 from dataclasses import replace
 from models.pose_rtmo import CASE
 
-from deploy_parity import ZooEntry
+from deploy_parity.case import ZooEntry
 
 CASES = [replace(CASE, name="my-pose", description="a user's own case", zoo=ZooEntry(default=False))]
 """
@@ -206,3 +206,24 @@ def test_a_zoo_module_the_index_cannot_read_is_one_line_naming_the_line(tmp_path
     with pytest.raises(HarnessError) as raised:
         _index_of(tmp_path, source)
     assert why in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_the_public_front_exports_what_a_cases_module_needs_and_nothing_of_the_zoos():
+    import deploy_parity
+
+    assert set(deploy_parity.__all__) == {"DeployTarget", "InputSpec", "Instances", "Judging", "ModelCase",
+                                          "OutputSpec", "SizeSpace", "Tolerance", "adapters", "scene_feed"}
+    assert not hasattr(deploy_parity, "ZooEntry")
+
+
+def test_a_case_sets_the_keypoint_visibility_threshold_its_judge_uses():
+    from dataclasses import replace
+
+    from deploy_parity import Judging
+    from deploy_parity.compare.judge import Judge
+
+    case = build_registry(wanted=["pose-rtmo"]).get("pose-rtmo")
+    judged = replace(case, judging=replace(case.judging or Judging(), keypoint_visibility_threshold=0.35))
+    assert Judge.for_case(judged, "onnxrt-cpu", "fp32").visibility_threshold == 0.35
+    assert Judge.for_case(case, "onnxrt-cpu", "fp32").visibility_threshold == (
+        case.judging.keypoint_visibility_threshold if case.judging else None)

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from deploy_parity import InputSpec, ModelCase, SizeSpace, ZooEntry
+from deploy_parity import InputSpec, ModelCase, SizeSpace
+from deploy_parity.case import ZooEntry
 from deploy_parity.adapters import MMDeployDetections
 
 K = 4  # boxes per image
