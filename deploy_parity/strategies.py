@@ -100,19 +100,6 @@ def _width_steps(bounds: ShapeBounds, height: int, lo: int, hi: int):
     return max(lo, math.ceil(height / bounds.max_aspect / m)), min(hi, math.floor(height * bounds.max_aspect / m))
 
 
-@st.composite
-def image_sizes(draw, bounds: ShapeBounds):
-    """(height, width) within the bounds. Drawn as multiples of `multiple_of`, so when the
-    model takes any size (multiple_of == 1) odd and non-stride sizes come up too."""
-    if bounds.fixed_height is not None:
-        return bounds.fixed_height, bounds.fixed_width
-    m = bounds.multiple_of
-    lo, hi = _side_steps(bounds)
-    height = m * draw(st.integers(lo, hi))
-    width = m * draw(st.integers(*_width_steps(bounds, height, lo, hi)))
-    return height, width
-
-
 def batch_sizes(bounds: ShapeBounds, min_batch: int = 0):
     return st.integers(max(bounds.min_batch, min_batch), bounds.max_batch)
 
@@ -126,12 +113,15 @@ def input_dtypes(case, bounds: ShapeBounds = None):
 
 
 def parity_examples(case, bounds: ShapeBounds, min_batch: int = 1):
-    """One example: a size as image_sizes draws it, a batch, one dtype per input, a seed.
+    """One example: a size, a batch, one dtype per input, a seed; the strategy every
+    property draws from (`@given(parity_examples(...))`, the controls as `@example`s).
 
-    The same draws, in the same order, as composing image_sizes, batch_sizes and
-    input_dtypes; built as one composite whose parts are made once (the width's range
-    once per height), because Hypothesis validates every strategy object it is handed
-    and a property draws hundreds of examples: a third of its cost per example."""
+    The size: a height in steps of `multiple_of` within the sides, then a width within the
+    sides and the aspect limit (so when the model takes any size, odd and non-stride
+    sizes come up too); one of `bounds.sizes` when an engine budget fixes them. Built as
+    one composite whose parts are made once (the width's range once per height), because
+    Hypothesis validates every strategy object it is handed and a property draws hundreds
+    of examples: a third of its cost per example."""
     m = bounds.multiple_of
     fixed = bounds.fixed_height is not None
     chosen = st.sampled_from(bounds.sizes) if bounds.sizes and not fixed else None  # shrinks to the first
@@ -203,11 +193,6 @@ def refusal_examples(case, bounds: ShapeBounds) -> list:
     examples = [ParityExample(control.height, control.width, bounds.max_batch + 1, dtypes, 0)]
     examples += [ParityExample(h, w, bounds.min_batch, dtypes, 0) for h, w in sizes]
     return examples
-
-
-# Sentinels for @example: resolved per model case inside the test (examples are static).
-SQUARE_CONTROL = "square-control"
-EXPORT_SIZE = "export-size"
 
 
 def spread_sizes(case, bounds: ShapeBounds) -> list:

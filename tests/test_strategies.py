@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from deploy_parity.contracts.bounds import ShapeBounds, case_bounds
 from deploy_parity.errors import HarnessError
 from deploy_parity.registry import build_registry
-from deploy_parity.strategies import ParityExample, export_size_example, image_sizes, parity_examples, square_control
+from deploy_parity.strategies import ParityExample, export_size_example, parity_examples, square_control
 
 BOUNDS = [
     ShapeBounds(min_side=64, max_side=320, multiple_of=32, max_aspect=4.0, max_batch=4),
@@ -35,10 +35,12 @@ def test_every_drawn_example_is_accepted(bounds):
 def test_rectangles_extreme_aspects_and_odd_sizes_come_up():
     seen = []
 
+    case = build_registry().get("pose-rtmo")
+
     @settings(max_examples=300, derandomize=True)
-    @given(image_sizes(BOUNDS[1]))
-    def collect(size):
-        seen.append(size)
+    @given(parity_examples(case, BOUNDS[1]))
+    def collect(example):
+        seen.append((example.height, example.width))
 
     collect()
     assert sum(h != w for h, w in seen) > len(seen) / 2

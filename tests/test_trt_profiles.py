@@ -16,7 +16,7 @@ from deploy_parity.contracts.bounds import ShapeBounds, case_bounds
 from deploy_parity.case import DeployTarget, InputSpec, ModelCase, OutputSpec, SizeSpace
 from deploy_parity.contracts import DimRange, TensorMeta, check_feed, metas_for_case
 from deploy_parity.errors import HarnessError, UnsupportedShapeError
-from deploy_parity.strategies import batch_sizes, image_sizes
+from deploy_parity.strategies import parity_examples
 from deploy_parity.backends.tensorrt.profiles import (
     EngineProfile,
     ShapeRange,
@@ -179,8 +179,8 @@ CAPPED_ENGINE = {
 @given(data=st.data())
 def test_strategies_drawing_from_engine_bounds_never_draw_a_shape_the_engine_refuses(data):
     bounds = bounds_from_engine_metas(small_case(), CAPPED_ENGINE)
-    height, width = data.draw(image_sizes(bounds))
-    batch = data.draw(batch_sizes(bounds))
+    example = data.draw(parity_examples(small_case(), bounds))
+    height, width, batch = example.height, example.width, example.batch
     feed = {
         "images": np.zeros((batch, 3, height, width), np.float32),
         "orig_target_sizes": np.zeros((batch, 2), np.int32),
