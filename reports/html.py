@@ -9,7 +9,6 @@ load, on the page and in <html data-images-*> attributes (which the browser test
 from __future__ import annotations
 
 import html
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Optional
 
 from reports.metrics import ERROR_METRICS, worst_errors
 from deploy_parity.benchmarks.process import PHASE_COLUMNS
+from reports.numbers import number_text as _num
 from reports.overhead import format_overhead, format_phases
 from reports.regressions import describe_rule
 from reports.summary import VERDICTS
@@ -48,16 +48,6 @@ class ReportPage:
 
 def _e(value) -> str:
     return html.escape("" if value is None else str(value))
-
-
-def _num(value, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if math.isinf(value):
-            return "inf"
-        return f"{value:.{digits}g}"
-    return str(value)
 
 
 _STYLE = """

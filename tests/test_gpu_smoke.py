@@ -4,7 +4,6 @@ without a GPU: the dry run is the point."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,15 +11,11 @@ import sys
 import zipfile
 from pathlib import Path
 
+from tools.smoke import outcomes  # a module: pytest would collect tests_by_model_backend imported by name
+from tools.smoke.wheels import wheel_compatible, wheel_requires, wheel_top_level, wheels_to_extract
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "tools" / "gpu_smoke.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("gpu_smoke", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_dry_run_writes_summaries_with_per_model_rows(tmp_path):
@@ -57,17 +52,16 @@ def test_dry_run_writes_summaries_with_per_model_rows(tmp_path):
 
 
 def test_wheel_tags_and_top_level_names(tmp_path):
-    smoke = _load_script()
     py312 = (3, 12)
-    assert smoke.wheel_compatible(Path("pytest-9.2.0-py3-none-any.whl"), version=py312, machine="x86_64")
-    assert smoke.wheel_compatible(
+    assert wheel_compatible(Path("pytest-9.2.0-py3-none-any.whl"), version=py312, machine="x86_64")
+    assert wheel_compatible(
         Path("scipy-1.17.1-cp312-cp312-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl"), version=py312,
         machine="x86_64") == sys.platform.startswith("linux")
-    assert not smoke.wheel_compatible(
+    assert not wheel_compatible(
         Path("scipy-1.17.1-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl"), version=py312,
         machine="x86_64")
-    assert not smoke.wheel_compatible(Path("scipy-1.17.1-cp312-cp312-macosx_14_0_arm64.whl"), version=py312,
-                                      machine="x86_64")
+    assert not wheel_compatible(Path("scipy-1.17.1-cp312-cp312-macosx_14_0_arm64.whl"), version=py312,
+                                machine="x86_64")
 
     wheel = tmp_path / "demo-1.0-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
@@ -75,7 +69,7 @@ def test_wheel_tags_and_top_level_names(tmp_path):
         archive.writestr("_demo_impl.py", "")
         archive.writestr("demo.libs/libx.so", "")
         archive.writestr("demo-1.0.dist-info/METADATA", "")
-    assert smoke.wheel_top_level(wheel) == ["_demo_impl", "demo"]
+    assert wheel_top_level(wheel) == ["_demo_impl", "demo"]
 
 
 def _wheel(directory: Path, name: str, modules: list, requires: list = ()) -> Path:
@@ -89,8 +83,7 @@ def _wheel(directory: Path, name: str, modules: list, requires: list = ()) -> Pa
 
 
 def test_extracts_what_is_missing_and_what_it_needs_that_the_image_lacks(tmp_path):
-    smoke = _load_script()
-    wheels = [(w, smoke.wheel_top_level(w)) for w in (
+    wheels = [(w, wheel_top_level(w)) for w in (
         _wheel(tmp_path, "pytest", ["pytest", "_pytest"],
                ["iniconfig>=2", "packaging>=24", "pluggy<2,>=1.6", 'colorama>=0.4; sys_platform == "win32"',
                 'sphinx; extra == "docs"']),
@@ -99,16 +92,15 @@ def test_extracts_what_is_missing_and_what_it_needs_that_the_image_lacks(tmp_pat
         _wheel(tmp_path, "packaging", ["packaging"]),
         _wheel(tmp_path, "scipy", ["scipy"]),
     )]
-    assert smoke.wheel_requires(wheels[0][0]) == ["iniconfig", "packaging", "pluggy", "colorama"]
+    assert wheel_requires(wheels[0][0]) == ["iniconfig", "packaging", "pluggy", "colorama"]
     image_has = {"packaging"}  # onnxruntime brings it
-    chosen = smoke.wheels_to_extract({"pytest"}, wheels, lambda name: name in image_has)
+    chosen = wheels_to_extract({"pytest"}, wheels, lambda name: name in image_has)
     assert [w.name.split("-")[0] for w, _ in chosen] == ["iniconfig", "pluggy", "pytest"]  # not packaging, not scipy
-    assert smoke.wheels_to_extract(set(), wheels, lambda name: False) == []
+    assert wheels_to_extract(set(), wheels, lambda name: False) == []
 
 
 def test_outcomes_from_a_pytest_log_cut_short(tmp_path):
     """A pytest killed at the deadline writes no JUnit XML; its -v lines still say what finished."""
-    smoke = _load_script()
     log = tmp_path / "pytest.log"
     log.write_text(
         "suites/test_parity.py::test_parity[pose-rtmo@torch-cuda-fp16] PASSED                [ 10%]\n"
@@ -116,12 +108,12 @@ def test_outcomes_from_a_pytest_log_cut_short(tmp_path):
         "suites/test_parity.py::test_parity[detr-tiny@torch-cuda-fp16] FAILED                [ 30%]\n"
         "suites/test_parity.py::test_determinism[detr-tiny@torch-cuda-fp16] \n"
         "[gpu_smoke] killed at the parity phase deadline (240s)\n")
-    tests, running = smoke._read_log_outcomes(log)
+    tests, running = outcomes.read_log_outcomes(log)
     assert [(t["test"], t["model"], t["outcome"]) for t in tests] == [
         ("test_parity", "pose-rtmo", "passed"), ("test_batch_consistency", "keypoint-rcnn", "skipped"),
         ("test_parity", "detr-tiny", "failed")]
     assert running == "test_determinism[detr-tiny@torch-cuda-fp16]"
-    rows = smoke.tests_by_model_backend(tests, {"torch-cuda-fp16": {"timed_out": True}})
+    rows = outcomes.tests_by_model_backend(tests, {"torch-cuda-fp16": {"timed_out": True}})
     assert [(r["model"], r["status"]) for r in rows] == [
         ("detr-tiny", "FAIL (run timed out)"), ("keypoint-rcnn", "skipped (run timed out)"),
         ("pose-rtmo", "pass (run timed out)")]
