@@ -27,8 +27,9 @@ from deploy_parity.inputs import make_feed
 from deploy_parity.pool import RunnerPool
 from deploy_parity.strategies import ParityExample
 from models import keypoint_rcnn, mask_rcnn
+from models.training.detectors import held_out_scenes
 from tests.suite_runs import run_suite
-from tools.train_rcnn import TASKS, evaluate, held_out_scenes
+from tools.train_rcnn import TASKS, evaluate
 
 # Floors for the trained references on HELD_OUT_SCENES held-out scenes: about 60% of
 # what the committed weights reach there (keypoint-rcnn: person box AP 0.42, keypoint

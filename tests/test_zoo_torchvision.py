@@ -22,8 +22,8 @@ from deploy_parity.contracts.bounds import onnx_graph_bounds
 from deploy_parity.inputs import make_feed
 from models import tv_common, tv_fcos, tv_keypoint_rcnn, tv_mask_rcnn
 from models.training.coco_eval import coco_ap
+from models.training.detectors import held_out_scenes
 from tests.suite_runs import PARITY_ONLY, run_suite
-from tools.train_rcnn import held_out_scenes
 
 # ---------------------------------------------------------------- the transform's resize
 

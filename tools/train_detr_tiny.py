@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -33,6 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deploy_parity.scenes import random_scene_spec, render_scene  # noqa: E402
 from models.training.coco_eval import coco_ap  # noqa: E402
+from models.training.loop import (  # noqa: E402
+    WarmupCosine,
+    command_line,
+    derived_seed,
+    save_weights,
+    train_steps,
+    write_record,
+)
 from models.detr_tiny import NUM_CLASSES, SEED, WEIGHTS, TinyDETR, box_cxcywh_to_xyxy  # noqa: E402
 
 # Loss and matching-cost weights (Deformable-DETR's): class, L1, GIoU.
@@ -43,10 +49,6 @@ FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0
 TRAIN_MIN_SIDE, TRAIN_MAX_SIDE = 96, 160
 EVAL_SIZES = ((128, 128), (96, 160))  # (height, width)
 EVAL_STREAM = 7  # seed stream of the held-out scenes; training uses stream 0
-
-
-def derived_seed(*parts: int) -> int:
-    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
 def render_training_batch(seed: int, step: int, batch: int):
@@ -116,14 +118,6 @@ def total_loss(predictions: list, targets: list) -> tuple:
     return loss, {key: float(torch.as_tensor(value).detach()) for key, value in parts.items()}
 
 
-def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to 5% of the peak."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 def held_out_scenes(seed: int, count: int, height: int, width: int) -> list:
     return [render_scene(random_scene_spec(height, width, derived_seed(seed, EVAL_STREAM, height, width, i),
                                            min_people=1))
@@ -158,30 +152,23 @@ def evaluate(model: TinyDETR, seed: int, count: int) -> dict:
     return results
 
 
-def train(args) -> TinyDETR:
+def train(args):
+    """The trained model (eval mode) and its TrainingRun; the parts it reports are the
+    weighted total ("loss") and the class, L1 and GIoU losses summed over the layers."""
     torch.set_num_threads(1)  # shared machine; also makes the run reproducible
     torch.manual_seed(args.seed)
     model = TinyDETR()
-    model.train()
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    start = time.perf_counter()
-    running = None
-    for step in range(args.steps):
-        for group in optimiser.param_groups:
-            group["lr"] = learning_rate(step, args.steps, args.lr, args.warmup)
+
+    def batch_loss(step: int):
         images, targets = render_training_batch(args.seed, step, args.batch)
         loss, parts = total_loss(model.per_layer_predictions(images), targets)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimiser.step()
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        if step % args.log_every == 0 or step == args.steps - 1:
-            print(f"step {step:5d}  loss {running:.3f}  class {parts['class']:.3f} l1 {parts['l1']:.3f} "
-                  f"giou {parts['giou']:.3f}  {images.shape[2]}x{images.shape[3]}  "
-                  f"{time.perf_counter() - start:.0f}s", flush=True)
-    model.final_loss = running
-    return model.eval()
+        return loss, {"loss": loss.item(), **parts}
+
+    schedule = WarmupCosine(args.lr, args.steps, args.warmup, floor=0.05)  # cosine decay to 5% of the peak
+    run = train_steps(model, optimiser, batch_loss, steps=args.steps, learning_rate=schedule, log_every=args.log_every,
+                      clip_norm=1.0)
+    return model, run
 
 
 def main(argv=None) -> int:
@@ -197,13 +184,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
-    model = train(args)
+    model, run = train(args)
     train_seconds = time.perf_counter() - start
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), args.out)
+    save_weights(model.state_dict(), args.out)
     metrics = evaluate(model, args.seed, args.eval_scenes)
     record = {
-        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
+        "command": command_line("tools/train_detr_tiny.py", argv),
         "seed": args.seed,
         "steps": args.steps,
         "batch": args.batch,
@@ -211,7 +197,7 @@ def main(argv=None) -> int:
         "train_sizes": f"sides in [{TRAIN_MIN_SIDE}, {TRAIN_MAX_SIDE}], drawn per batch",
         "train_wall_seconds": round(train_seconds, 1),
         "threads": torch.get_num_threads(),
-        "final_loss": round(model.final_loss, 4),
+        "final_loss": run.final_losses["loss"],
         "held_out": {
             "scenes_per_size": args.eval_scenes,
             "distribution": "random_scene_spec(min_people=1), seed stream disjoint from training",
@@ -221,9 +207,9 @@ def main(argv=None) -> int:
         "versions": {"torch": torch.__version__},
         "weights_bytes": args.out.stat().st_size,
     }
-    args.out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(record["held_out"]["results"], indent=1))
-    print(f"trained {args.steps} steps in {train_seconds:.0f}s; wrote {args.out} and {args.out.with_suffix('.json')}")
+    print(f"trained {args.steps} steps in {train_seconds:.0f}s", flush=True)
+    write_record(args.out, record)
     return 0
 
 

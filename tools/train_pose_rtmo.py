@@ -24,16 +24,13 @@ Training scheme (person-only; blocks and discs are distractors):
     error in units of COCO's OKS scale (2 sigma_k sqrt(area)) for keypoints with v > 0
     (hidden ones still have a true position); keypoint visibility: BCE, target v == 2;
   * Adam with warm-up and cosine decay; every other step replays a recent batch, which
-    halves the rendering cost (see SceneReplay).
+    halves the rendering cost (see models/training/replayed_scenes.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -47,15 +44,21 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from deploy_parity.compare.keypoints import COCO_SIGMAS  # noqa: E402
-from deploy_parity.scenes.render import LABEL_PERSON, random_scene_spec, render_scene  # noqa: E402
+from deploy_parity.scenes.render import LABEL_PERSON  # noqa: E402
 from models.training.coco_eval import coco_ap  # noqa: E402
+from models.training.loop import (  # noqa: E402
+    WarmupCosine,
+    command_line,
+    save_weights,
+    train_steps,
+    versions,
+    write_record,
+)
+from models.training.replayed_scenes import ReplayedBatches, held_out_scenes  # noqa: E402
+from models.training.replayed_scenes import held_out_description, training_description  # noqa: E402
 from models.pose_rtmo import NUM_KEYPOINTS, SEED, STRIDES, TinyRTMOPose  # noqa: E402
 
 DEFAULT_OUT_DIR = REPO / "models" / "weights"
-# Sides the training images are drawn from (height and width independently, so most
-# images are rectangular). Multiples of 32, as the deploy priors require, from the
-# suites' smallest size up to where a CPU step stays cheap.
-TRAIN_SIDES = (64, 96, 128, 160, 192)
 # Held-out evaluation sizes, cycled over the scenes: square and both orientations.
 EVAL_SIZES = ((128, 128), (96, 160), (160, 96), (128, 192), (192, 128), (64, 128), (160, 160))
 # A person goes to stride 8 below this larger box side, 16 below the next, else 32.
@@ -72,10 +75,6 @@ OKS_SIGMAS = torch.as_tensor(COCO_SIGMAS, dtype=torch.float32)
 MIN_OKS_AREA = 64.0
 # The OKS-scaled keypoint error runs ~5x the other terms; this brings it level.
 KEYPOINT_LOSS_WEIGHT = 0.25
-
-
-def scene_seed(*key: int) -> int:
-    return int(np.random.SeedSequence(list(key)).generate_state(1)[0])
 
 
 def priors_and_strides(height: int, width: int):
@@ -131,36 +130,10 @@ class GroundTruth(NamedTuple):
     areas: np.ndarray  # (R,) visible pixels, the area COCO's OKS is scaled by
 
 
-def render_training_batch(rng: np.random.Generator, seed: int, index: int, batch: int) -> SceneBatch:
-    height, width = (int(v) for v in rng.choice(TRAIN_SIDES, size=2))
-    scenes = [
-        render_scene(random_scene_spec(height, width, scene_seed(seed, 0, index, i), min_people=0, max_people=3,
-                                       max_objects=3))
-        for i in range(batch)
-    ]
+def scene_batch(scenes: list, height: int, width: int) -> SceneBatch:
+    """Rendered scenes as the loss reads them."""
     images = torch.from_numpy(np.stack([s.image.transpose(2, 0, 1) for s in scenes]))
     return SceneBatch(images, [GroundTruth(s.boxes, s.labels, s.keypoints, s.areas) for s in scenes])
-
-
-class SceneReplay:
-    """Rendering a batch costs about as much CPU as a training step on it, so every
-    other step replays a batch drawn at random from the last `capacity` rendered ones:
-    a second look at the same scenes, far enough apart to act as a second epoch rather
-    than a repeated step. Mirroring instead would teach the model that a person's left
-    side may be the darker one, which the renderer never draws."""
-
-    def __init__(self, rng: np.random.Generator, seed: int, batch: int, capacity: int = 100):
-        self.rng, self.seed, self.batch, self.capacity = rng, seed, batch, capacity
-        self.recent: list[SceneBatch] = []
-        self.rendered = 0
-
-    def next(self, step: int) -> SceneBatch:
-        if step % 2 == 1 and self.recent:
-            return self.recent[int(self.rng.integers(len(self.recent)))]
-        fresh = render_training_batch(self.rng, self.seed, self.rendered, self.batch)
-        self.rendered += 1
-        self.recent = (self.recent + [fresh])[-self.capacity :]
-        return fresh
 
 
 def pose_loss(model: TinyRTMOPose, images: torch.Tensor, targets) -> tuple[torch.Tensor, dict]:
@@ -204,16 +177,6 @@ def pose_loss(model: TinyRTMOPose, images: torch.Tensor, targets) -> tuple[torch
     return total, {name: float(v.detach()) for name, v in parts.items()}
 
 
-def held_out_scenes(seed: int, count: int):
-    """Scenes never seen in training (their own SeedSequence key), at EVAL_SIZES."""
-    scenes = []
-    for i in range(count):
-        height, width = EVAL_SIZES[i % len(EVAL_SIZES)]
-        spec = random_scene_spec(height, width, scene_seed(seed, 1, i), min_people=1, max_people=3, max_objects=2)
-        scenes.append(render_scene(spec))
-    return scenes
-
-
 @torch.no_grad()
 def predict(model: TinyRTMOPose, scene, nms_iou: float = EVAL_NMS_IOU) -> dict:
     """One scene through the eager model, NMS over its top-k, as coco_ap predictions."""
@@ -240,7 +203,8 @@ def evaluate(model: TinyRTMOPose, scenes) -> dict:
             "keypoint_AP": keypoints["AP"], "keypoint_AP50": keypoints["AP50"], "keypoint_AP75": keypoints["AP75"]}
 
 
-def train(args) -> dict:
+def train(args):
+    """The trained model (eval mode) and its TrainingRun."""
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -251,35 +215,16 @@ def train(args) -> dict:
             # swamped at step 0 by hundreds of background priors at 50%.
             head.bias[0].fill_(-math.log(99.0))
     optimiser = torch.optim.Adam(model.parameters(), lr=args.lr)
-    warmup = min(100, args.steps // 10)
+    schedule = WarmupCosine(args.lr, args.steps, warmup=min(100, args.steps // 10), share_first=True)
+    batches = ReplayedBatches(rng, args.seed, args.batch, scene_batch)
 
-    def learning_rate(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(args.steps - warmup, 1)))
+    def batch_loss(step: int):
+        batch = batches.next(step)
+        return pose_loss(model, batch.images.float() / 255.0, batch.targets)
 
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, learning_rate)
-    replay = SceneReplay(rng, args.seed, args.batch)
-    model.train()
-    start = time.perf_counter()
-    running = {}
-    history = []
-    for step in range(args.steps):
-        batch = replay.next(step)
-        loss, parts = pose_loss(model, batch.images.float() / 255.0, batch.targets)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        for name, value in parts.items():
-            running[name] = 0.98 * running.get(name, value) + 0.02 * value
-        if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
-            elapsed = time.perf_counter() - start
-            line = " ".join(f"{n} {v:.3f}" for n, v in running.items())
-            print(f"step {step + 1}/{args.steps} {elapsed:.0f}s lr {schedule.get_last_lr()[0]:.2e} {line}", flush=True)
-            history.append({"step": step + 1, "seconds": round(elapsed, 1), **{n: round(v, 4) for n, v in running.items()}})
-    return {"model": model, "train_seconds": time.perf_counter() - start, "history": history,
-            "final_losses": {n: round(v, 4) for n, v in running.items()}}
+    run = train_steps(model, optimiser, batch_loss, steps=args.steps, learning_rate=schedule, log_every=args.log_every,
+                      average_weight=0.02)
+    return model, run
 
 
 def main(argv=None) -> int:
@@ -296,48 +241,36 @@ def main(argv=None) -> int:
         parser.error("--eval-scenes: the held-out set must have at least 100 scenes")
 
     wall_start = time.perf_counter()
-    result = train(args)
-    model = result["model"].eval()
+    model, run = train(args)
     eval_start = time.perf_counter()
-    scenes = held_out_scenes(args.seed, args.eval_scenes)
+    scenes = held_out_scenes(args.seed, args.eval_scenes, EVAL_SIZES)
     metrics = evaluate(model, scenes)
     eval_seconds = time.perf_counter() - eval_start
     print("held-out: " + ", ".join(f"{n} {v:.3f}" for n, v in metrics.items()), flush=True)
 
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    weights = args.out_dir / "pose_rtmo.pt"
-    torch.save(model.state_dict(), weights)
+    weights = save_weights(model.state_dict(), args.out_dir / "pose_rtmo.pt")
     record = {
-        "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, "tools/train_pose_rtmo.py",
-                                                     *(sys.argv[1:] if argv is None else argv)]),
+        "command": command_line("tools/train_pose_rtmo.py", argv),
         "seed": args.seed,
         "steps": args.steps,
         "batch": args.batch,
         "lr": args.lr,
         "schedule": "Adam, linear warm-up then cosine decay to 0",
-        "train_sides": list(TRAIN_SIDES),
-        "train_scenes": "random_scene_spec(h, w, SeedSequence([seed, 0, step, i]), 0..3 people, 0..3 objects)",
+        **training_description(),
         "assignment": {"level_upper_side_px": list(LEVEL_UPPER_SIDE), "positives_per_person": POSITIVES_PER_PERSON,
                        "centre_radius_strides": CENTRE_RADIUS_STRIDES},
         "parameters": sum(p.numel() for p in model.parameters()),
         "weights_bytes": weights.stat().st_size,
-        "train_seconds": round(result["train_seconds"], 1),
-        "eval_seconds": round(eval_seconds, 1),
-        "wall_seconds": round(time.perf_counter() - wall_start, 1),
-        "final_losses": result["final_losses"],
+        **run.summary(eval_seconds=eval_seconds, wall_start=wall_start),
         "held_out": {
-            "scenes": args.eval_scenes,
-            "sizes_hw": [list(s) for s in EVAL_SIZES],
-            "scene_seeds": "SeedSequence([seed, 1, i]), 1..3 people, 0..2 objects",
+            **held_out_description(args.eval_scenes, EVAL_SIZES),
             "predictions": f"eager model, top-{model.topk} priors, then NMS at IoU {EVAL_NMS_IOU}",
         },
         "metrics": {n: round(v, 4) for n, v in metrics.items()},
-        "loss_history": result["history"],
-        "torch": torch.__version__,
-        "python": platform.python_version(),
+        "loss_history": run.history,
+        **versions(),
     }
-    (args.out_dir / "pose_rtmo.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {weights} ({record['weights_bytes']} bytes) and pose_rtmo.json; wall {record['wall_seconds']}s")
+    write_record(weights, record)
     return 0
 
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import math
-import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -33,16 +31,11 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from deploy_parity.scenes.render import LABEL_PERSON, random_scene_spec, render_scene  # noqa: E402
+from deploy_parity.scenes.render import LABEL_PERSON  # noqa: E402
 from models.training.coco_eval import coco_ap  # noqa: E402
+from models.training.detectors import held_out_scenes, image_tensor, train_detector, training_record  # noqa: E402
+from models.training.loop import save_weights, write_record  # noqa: E402
 
-# Held-out scenes are drawn from this stream only; training seeds are (seed, step, image).
-HELD_OUT_STREAM = 7_777_001
-TRAIN_STREAM = 1_000_003
-MIN_SIDE, MAX_SIDE, MAX_ASPECT = 96, 224, 2.0  # the sizes the parity suites feed
-# Share of training images with no people (and, for Mask R-CNN, nothing at all): the
-# models must learn to say "nothing here", the suites' zero-detection control.
-EMPTY_SHARE = 0.08
 MASK_THRESHOLD = 0.5  # soft mask -> binary mask for mask AP
 
 
@@ -62,36 +55,6 @@ TASKS = {
 DEFAULTS = {"steps": 1200, "batch": 4, "lr": 2e-3, "warmup": 100, "seed": 0}
 
 
-def _rng(*key: int) -> np.random.Generator:
-    return np.random.default_rng([int(k) for k in key])
-
-
-def draw_size(rng: np.random.Generator) -> tuple:
-    """(height, width) in the suites' size space, rectangular up to MAX_ASPECT."""
-    height = int(rng.integers(MIN_SIDE, MAX_SIDE + 1))
-    w_lo = max(MIN_SIDE, math.ceil(height / MAX_ASPECT))
-    w_hi = min(MAX_SIDE, math.floor(height * MAX_ASPECT))
-    return height, int(rng.integers(w_lo, w_hi + 1))
-
-
-def scene_for(rng: np.random.Generator, height: int, width: int, empty_share: float):
-    empty = rng.random() < empty_share
-    people, objects = (0, 0) if empty else (3, 2)
-    spec = random_scene_spec(height, width, int(rng.integers(2**31 - 1)), min_people=min(1, people),
-                             max_people=people, max_objects=objects)
-    return render_scene(spec)
-
-
-def held_out_scenes(count: int, stream: int = HELD_OUT_STREAM) -> list:
-    """Scenes the models never trained on, with 1..3 people and 0..2 blocks/discs each."""
-    scenes = []
-    for i in range(count):
-        rng = _rng(stream, i)
-        height, width = draw_size(rng)
-        scenes.append(scene_for(rng, height, width, empty_share=0.0))
-    return scenes
-
-
 def target_for(scene, task: Task) -> dict:
     """torchvision's detection target for one scene."""
     keep = scene.labels == LABEL_PERSON if task.people_only else np.ones(len(scene), dtype=bool)
@@ -106,32 +69,12 @@ def target_for(scene, task: Task) -> dict:
     return target
 
 
-def training_batch(task: Task, seed: int, step: int, batch: int):
-    """One batch at one size (no padding waste): images (float [0, 1]) and targets."""
-    height, width = draw_size(_rng(TRAIN_STREAM, seed, step))
-    images, targets = [], []
-    for i in range(batch):
-        scene = scene_for(_rng(TRAIN_STREAM, seed, step, i), height, width, EMPTY_SHARE)
-        images.append(torch.from_numpy(scene.image).permute(2, 0, 1).float() / 255.0)
-        targets.append(target_for(scene, task))
-    return images, targets
-
-
-def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to zero."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def predictions(reference, scenes) -> list:
     """The reference model's detections per scene, as coco_eval expects them."""
     out = []
     with torch.inference_mode():
         for scene in scenes:
-            image = torch.from_numpy(scene.image).permute(2, 0, 1)[None].float() / 255.0
-            boxes, scores, labels, *rest = reference(image)
+            boxes, scores, labels, *rest = reference(image_tensor(scene)[None])
             pred = {"boxes": boxes.numpy(), "scores": scores.numpy(), "labels": labels.numpy()}
             if rest and rest[0].dim() == 3 and rest[0].shape[-1] == 3:  # keypoints (R, 17, 3)
                 pred["keypoints"] = rest[0].numpy()
@@ -150,33 +93,12 @@ def evaluate(task: Task, reference, scenes) -> dict:
 
 
 def train(task: Task, steps: int, batch: int, lr: float, warmup: int, seed: int, log_every: int = 50):
+    """The trained detector (eval mode), its models.* module and the TrainingRun."""
     module = importlib.import_module(task.module)
     detector = module.build_detector()
-    torch.manual_seed(seed)
-    detector.train()
-    params = [p for p in detector.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    start = time.perf_counter()
-    running = None
-    for step in range(steps):
-        images, targets = training_batch(task, seed, step, batch)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, steps, lr, warmup)
-        losses = detector(images, targets)
-        loss = sum(losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        # A few degenerate early batches (no positives) give large RPN gradients.
-        torch.nn.utils.clip_grad_norm_(params, 10.0)
-        optimizer.step()
-        values = {k: float(v.detach()) for k, v in losses.items()}
-        running = values if running is None else {k: 0.95 * running[k] + 0.05 * v for k, v in values.items()}
-        if (step + 1) % log_every == 0 or step == steps - 1:
-            parts = " ".join(f"{k.replace('loss_', '')} {v:.3f}" for k, v in running.items())
-            elapsed = time.perf_counter() - start
-            print(f"step {step + 1}/{steps} {elapsed:.0f}s lr {optimizer.param_groups[0]['lr']:.2e} {parts}",
-                  flush=True)
-    return module, detector.eval(), time.perf_counter() - start, running
+    run = train_detector(detector, lambda scene: target_for(scene, task), steps=steps, batch=batch, lr=lr,
+                         warmup=warmup, seed=seed, log_every=log_every)
+    return module, detector, run
 
 
 def main(argv=None) -> int:
@@ -194,39 +116,18 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)  # deterministic, and fair to the other jobs on a shared CPU
     task = TASKS[args.model]
     wall_start = time.perf_counter()
-    module, detector, train_seconds, final_losses = train(task, args.steps, args.batch, args.lr, args.warmup,
-                                                          args.seed)
-    out = args.out or module.WEIGHTS
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(detector.state_dict(), out)
+    module, detector, run = train(task, args.steps, args.batch, args.lr, args.warmup, args.seed)
+    out = save_weights(detector.state_dict(), args.out or module.WEIGHTS)
 
     # Evaluate the trained detector through the case's own reference wrapper.
     reference = module.reference_for(detector).eval()
     eval_start = time.perf_counter()
     metrics = evaluate(task, reference, held_out_scenes(args.held_out))
     eval_seconds = time.perf_counter() - eval_start
-    record = {
-        "model": task.name,
-        "command": shlex.join([".venv/bin/python", "tools/train_rcnn.py", *(argv or sys.argv[1:])]),
-        "seed": args.seed,
-        "steps": args.steps,
-        "batch": args.batch,
-        "lr": args.lr,
-        "warmup": args.warmup,
-        "threads": 1,
-        "train_seconds": round(train_seconds, 1),
-        "eval_seconds": round(eval_seconds, 1),
-        "wall_seconds": round(time.perf_counter() - wall_start, 1),
-        "final_losses": {k: round(v, 4) for k, v in (final_losses or {}).items()},
-        "held_out": {"scenes": args.held_out, "stream": HELD_OUT_STREAM, "people": "1..3", "objects": "0..2",
-                     "sizes": f"{MIN_SIDE}..{MAX_SIDE}, aspect <= {MAX_ASPECT}"},
-        "metrics": metrics,
-        "parameters": sum(p.numel() for p in detector.parameters()),
-        "weights_bytes": out.stat().st_size,
-        "versions": {"torch": torch.__version__, "torchvision": importlib.import_module("torchvision").__version__},
-    }
-    out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+    record = training_record(task.name, "tools/train_rcnn.py", argv, args, run, detector, wall_start=wall_start,
+                             eval_seconds=eval_seconds, metrics=metrics, weights=out)
     print(json.dumps({"metrics": metrics, "wall_seconds": record["wall_seconds"]}, indent=1))
+    write_record(out, record)
     return 0
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -33,34 +32,17 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 from models.training.coco_eval import coco_ap  # noqa: E402
-from tools.train_rcnn import (  # noqa: E402
-    EMPTY_SHARE,
-    HELD_OUT_STREAM,
-    MAX_ASPECT,
-    MAX_SIDE,
-    MIN_SIDE,
-    TRAIN_STREAM,
-    _rng,
-    draw_size,
-    held_out_scenes,
-    learning_rate,
-    scene_for,
-)
+from models.training.detectors import held_out_scenes, image_tensor, train_detector, training_record  # noqa: E402
+from models.training.loop import save_weights, write_record  # noqa: E402
 
 DEFAULTS = {"steps": 2000, "batch": 4, "lr": 2e-3, "warmup": 50, "seed": 0}
 BACKBONE_FROM = REPO / "models" / "weights" / "mask_rcnn.pt"
 
 
-def training_batch(seed: int, step: int, batch: int):
-    """One batch at one size: images (float [0, 1]) and box targets of every class."""
-    height, width = draw_size(_rng(TRAIN_STREAM, seed, step))
-    images, targets = [], []
-    for i in range(batch):
-        scene = scene_for(_rng(TRAIN_STREAM, seed, step, i), height, width, EMPTY_SHARE)
-        images.append(torch.from_numpy(scene.image).permute(2, 0, 1).float() / 255.0)
-        targets.append({"boxes": torch.from_numpy(scene.boxes).reshape(-1, 4).float(),
-                        "labels": torch.from_numpy(scene.labels).long()})
-    return images, targets
+def box_target(scene) -> dict:
+    """torchvision's detection target for one scene: the boxes of every class."""
+    return {"boxes": torch.from_numpy(scene.boxes).reshape(-1, 4).float(),
+            "labels": torch.from_numpy(scene.labels).long()}
 
 
 def init_backbone(detector) -> int:
@@ -75,8 +57,7 @@ def predictions(detector, scenes) -> list:
     out = []
     with torch.inference_mode():
         for scene in scenes:
-            image = torch.from_numpy(scene.image).permute(2, 0, 1)[None].float() / 255.0
-            result = detector(image)[0]
+            result = detector(image_tensor(scene)[None])[0]
             out.append({k: result[k].numpy() for k in ("boxes", "scores", "labels")})
     return out
 
@@ -86,32 +67,14 @@ def evaluate(detector, scenes) -> dict:
 
 
 def train(steps: int, batch: int, lr: float, warmup: int, seed: int, log_every: int = 50):
+    """The trained detector (eval mode), the models.tv_fcos module, the TrainingRun and
+    the number of backbone tensors copied from Mask R-CNN."""
     module = importlib.import_module("models.tv_fcos")
     detector = module.build_detector()
     copied = init_backbone(detector)
-    torch.manual_seed(seed)
-    detector.train()
-    params = [p for p in detector.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    start = time.perf_counter()
-    running = None
-    for step in range(steps):
-        images, targets = training_batch(seed, step, batch)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, steps, lr, warmup)
-        losses = detector(images, targets)
-        loss = sum(losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 10.0)
-        optimizer.step()
-        values = {k: float(v.detach()) for k, v in losses.items()}
-        running = values if running is None else {k: 0.95 * running[k] + 0.05 * v for k, v in values.items()}
-        if (step + 1) % log_every == 0 or step == steps - 1:
-            parts = " ".join(f"{k} {v:.3f}" for k, v in running.items())
-            print(f"step {step + 1}/{steps} {time.perf_counter() - start:.0f}s "
-                  f"lr {optimizer.param_groups[0]['lr']:.2e} {parts}", flush=True)
-    return module, detector.eval(), time.perf_counter() - start, running, copied
+    run = train_detector(detector, box_target, steps=steps, batch=batch, lr=lr, warmup=warmup, seed=seed,
+                         log_every=log_every)
+    return module, detector, run, copied
 
 
 def main(argv=None) -> int:
@@ -128,44 +91,22 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)  # deterministic, and fair to the other jobs on a shared CPU
     wall_start = time.perf_counter()
-    module, detector, train_seconds, final_losses, copied = train(args.steps, args.batch, args.lr, args.warmup,
-                                                                  args.seed)
-    out = args.out or module.WEIGHTS
-    out.parent.mkdir(parents=True, exist_ok=True)
-    state = detector.state_dict()
-    if args.half:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    torch.save(state, out)
+    module, detector, run, copied = train(args.steps, args.batch, args.lr, args.warmup, args.seed)
+    out = save_weights(detector.state_dict(), args.out or module.WEIGHTS, half=args.half)
 
     # Evaluate what the case loads: the stored weights, read back into the float32 model.
     reference = module.load_trained(module.build_detector(), out)
     eval_start = time.perf_counter()
     metrics = evaluate(reference, held_out_scenes(args.held_out))
     eval_seconds = time.perf_counter() - eval_start
-    record = {
-        "model": "tv-fcos",
-        "command": shlex.join([".venv/bin/python", "tools/train_tv.py", *(argv or sys.argv[1:])]),
-        "seed": args.seed,
-        "steps": args.steps,
-        "batch": args.batch,
-        "lr": args.lr,
-        "warmup": args.warmup,
-        "threads": 1,
-        "init": f"backbone from {BACKBONE_FROM.relative_to(REPO)} ({copied} tensors); head: FCOS's seeded init",
-        "storage": "float16" if args.half else "float32",
-        "train_seconds": round(train_seconds, 1),
-        "eval_seconds": round(eval_seconds, 1),
-        "wall_seconds": round(time.perf_counter() - wall_start, 1),
-        "final_losses": {k: round(v, 4) for k, v in (final_losses or {}).items()},
-        "held_out": {"scenes": args.held_out, "stream": HELD_OUT_STREAM, "people": "1..3", "objects": "0..2",
-                     "sizes": f"{MIN_SIDE}..{MAX_SIDE}, aspect <= {MAX_ASPECT}"},
-        "metrics": metrics,
-        "parameters": sum(p.numel() for p in detector.parameters()),
-        "weights_bytes": out.stat().st_size,
-        "versions": {"torch": torch.__version__, "torchvision": importlib.import_module("torchvision").__version__},
-    }
-    out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+    record = training_record(
+        "tv-fcos", "tools/train_tv.py", argv, args, run, detector, wall_start=wall_start, eval_seconds=eval_seconds,
+        metrics=metrics, weights=out,
+        init=f"backbone from {BACKBONE_FROM.relative_to(REPO)} ({copied} tensors); head: FCOS's seeded init",
+        storage="float16" if args.half else "float32",
+    )
     print(json.dumps({"metrics": metrics, "wall_seconds": record["wall_seconds"]}, indent=1))
+    write_record(out, record)
     return 0
 
 

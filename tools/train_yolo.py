@@ -32,9 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -52,25 +49,21 @@ import torch.nn.functional as F  # noqa: E402
 
 from deploy_parity.adapters.ultralytics import UltralyticsYOLO  # noqa: E402
 from deploy_parity.compare.boxes import box_iou  # noqa: E402
-from deploy_parity.scenes.render import LABEL_PERSON, random_scene_spec, render_scene  # noqa: E402
+from deploy_parity.scenes.render import LABEL_PERSON  # noqa: E402
 from models.training.coco_eval import coco_ap  # noqa: E402
+from models.training.loop import WarmupCosine, command_line, train_steps, versions, write_record  # noqa: E402
+from models.training.replayed_scenes import ReplayedBatches, held_out_scenes  # noqa: E402
+from models.training.replayed_scenes import held_out_description, training_description  # noqa: E402
 
 SPECS = {"pose": POSE, "segment": SEG}
 SEED = 20261207
 DEFAULT_OUT_DIR = REPO / "models" / "weights"
-# Sides the training images are drawn from (height and width independently): multiples
-# of 32 within the cases' 64-256, capped where a CPU step stays cheap.
-TRAIN_SIDES = (64, 96, 128, 160, 192)
 EVAL_SIZES = ((128, 128), (96, 160), (160, 96), (128, 192), (192, 128), (64, 128), (160, 160), (256, 224))
 MASK_RATIO = 4  # prototype resolution: 1/4 of the input
 # A held-out person counts as found by a detection of score > conf overlapping it this much.
 FOUND_IOU = 0.5
 CASE_CONF = 0.25  # Ultralytics' predict default, the zoo cases' score threshold
 EVAL_CONF = 0.001  # Ultralytics' val default: AP needs the low-score tail
-
-
-def scene_seed(*key: int) -> int:
-    return int(np.random.SeedSequence(list(key)).generate_state(1)[0])
 
 
 def ultralytics_batch(scenes, height: int, width: int, task: str) -> tuple[torch.Tensor, dict]:
@@ -108,28 +101,6 @@ def ultralytics_batch(scenes, height: int, width: int, task: str) -> tuple[torch
     return images, batch
 
 
-class SceneStream:
-    """Fresh batches on even steps, a random one of the last `capacity` on odd steps (a
-    second look, far enough apart to act as a second epoch rather than a repeated step)."""
-
-    def __init__(self, rng: np.random.Generator, seed: int, batch: int, task: str, capacity: int = 100):
-        self.rng, self.seed, self.batch, self.task, self.capacity = rng, seed, batch, task, capacity
-        self.recent: list = []
-        self.rendered = 0
-
-    def next(self, step: int):
-        if step % 2 == 1 and self.recent:
-            return self.recent[int(self.rng.integers(len(self.recent)))]
-        height, width = (int(v) for v in self.rng.choice(TRAIN_SIDES, size=2))
-        scenes = [render_scene(random_scene_spec(height, width, scene_seed(self.seed, 0, self.rendered, i),
-                                                 min_people=0, max_people=3, max_objects=3))
-                  for i in range(self.batch)]
-        self.rendered += 1
-        fresh = ultralytics_batch(scenes, height, width, self.task)
-        self.recent = (self.recent + [fresh])[-self.capacity :]
-        return fresh
-
-
 def criterion_for(model, task: str):
     from ultralytics.cfg import get_cfg
     from ultralytics.utils.loss import v8PoseLoss, v8SegmentationLoss
@@ -151,54 +122,28 @@ def parameter_groups(model, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def train(spec: YoloSpec, args) -> dict:
+def train(spec: YoloSpec, args):
+    """The trained model (eval mode) and its TrainingRun."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     model = build_untrained(spec)
     criterion = criterion_for(model, spec.task)
     optimiser = torch.optim.AdamW(parameter_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.999))
-    warmup = min(100, args.steps // 10)
+    schedule = WarmupCosine(args.lr, args.steps, warmup=min(100, args.steps // 10), floor=0.02, share_first=True)
+    batches = ReplayedBatches(rng, args.seed, args.batch,
+                              lambda scenes, height, width: ultralytics_batch(scenes, height, width, spec.task))
 
-    def learning_rate(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(args.steps - warmup, 1)))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, learning_rate)
-    stream = SceneStream(rng, args.seed, args.batch, spec.task)
-    model.train()
-    start = time.perf_counter()
-    running, history = {}, []
-    for step in range(args.steps):
-        images, batch = stream.next(step)
+    def batch_loss(step: int):
+        images, batch = batches.next(step)
         loss, items = criterion(model(images), batch)
-        optimiser.zero_grad(set_to_none=True)
-        loss.sum().backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
-        optimiser.step()
-        schedule.step()
-        for name, value in items.items():
-            if name != "sem_loss":
-                running[name] = 0.98 * running.get(name, float(value)) + 0.02 * float(value)
-        if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
-            elapsed = time.perf_counter() - start
-            line = " ".join(f"{n} {v:.3f}" for n, v in running.items())
-            print(f"step {step + 1}/{args.steps} {elapsed:.0f}s lr {schedule.get_last_lr()[0]:.2e} {line}", flush=True)
-            history.append({"step": step + 1, "seconds": round(elapsed, 1),
-                            **{n: round(v, 4) for n, v in running.items()}})
-    return {"model": model.eval(), "train_seconds": time.perf_counter() - start, "history": history,
-            "final_losses": {n: round(v, 4) for n, v in running.items()}}
+        # sem_loss, Ultralytics' semantic-segmentation term, stays zero: the zoo's model has no semantic head.
+        return loss.sum(), {name: float(value) for name, value in items.items() if name != "sem_loss"}
 
-
-def held_out_scenes(seed: int, count: int):
-    """Scenes never trained on (their own SeedSequence key), at EVAL_SIZES."""
-    scenes = []
-    for i in range(count):
-        height, width = EVAL_SIZES[i % len(EVAL_SIZES)]
-        spec = random_scene_spec(height, width, scene_seed(seed, 1, i), min_people=1, max_people=3, max_objects=2)
-        scenes.append(render_scene(spec))
-    return scenes
+    # Gradients clipped at norm 10, as Ultralytics' trainer does.
+    run = train_steps(model, optimiser, batch_loss, steps=args.steps, learning_rate=schedule, log_every=args.log_every,
+                      clip_norm=10.0, average_weight=0.02)
+    return model, run
 
 
 @torch.no_grad()
@@ -271,22 +216,19 @@ def main(argv=None) -> int:
     spec = SPECS[args.task]
 
     wall_start = time.perf_counter()
-    result = train(spec, args)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    trained, run = train(spec, args)
     weights = args.out_dir / f"{spec.name}.pt"
-    save_weights(result["model"], weights)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    save_weights(trained, weights)
     # Measured as committed: the fp16 weights widened back, as build_reference loads them.
     model = load_trained(spec, weights)
     eval_start = time.perf_counter()
-    metrics = evaluate(model, spec, held_out_scenes(args.seed, args.eval_scenes))
+    metrics = evaluate(model, spec, held_out_scenes(args.seed, args.eval_scenes, EVAL_SIZES))
     eval_seconds = time.perf_counter() - eval_start
     print("held-out: " + json.dumps(metrics), flush=True)
 
-    import ultralytics
-
     record = {
-        "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, "tools/train_yolo.py",
-                                                     *(sys.argv[1:] if argv is None else argv)]),
+        "command": command_line("tools/train_yolo.py", argv),
         "model": {"yaml": spec.yaml, "scale_depth_width_max_channels": list(spec.scale), "task": spec.task,
                   "classes": list(spec.class_names), "kpt_shape": list(spec.kpt_shape) if spec.kpt_shape else None},
         "seed": args.seed,
@@ -297,31 +239,21 @@ def main(argv=None) -> int:
                      f"weight decay {args.weight_decay} on conv weights, grad-norm clip 10",
         "loss": "ultralytics.utils.loss." + ("v8PoseLoss" if spec.task == "pose" else "v8SegmentationLoss")
                 + " with ultralytics.cfg defaults (box 7.5, cls 0.5, dfl 1.5, pose 12, kobj 1)",
-        "train_sides": list(TRAIN_SIDES),
-        "train_scenes": "random_scene_spec(h, w, SeedSequence([seed, 0, n, i]), 0..3 people, 0..3 objects); "
-                        "every other step replays one of the last 100 batches",
+        **training_description(),
         "parameters": sum(p.numel() for p in model.parameters()),
         "weights_bytes": weights.stat().st_size,
         "weights_dtype": "float16 state_dict",
-        "train_seconds": round(result["train_seconds"], 1),
-        "eval_seconds": round(eval_seconds, 1),
-        "wall_seconds": round(time.perf_counter() - wall_start, 1),
-        "final_losses": result["final_losses"],
+        **run.summary(eval_seconds=eval_seconds, wall_start=wall_start),
         "held_out": {
-            "scenes": args.eval_scenes,
-            "sizes_hw": [list(s) for s in EVAL_SIZES],
-            "scene_seeds": "SeedSequence([seed, 1, i]), 1..3 people, 0..2 objects",
+            **held_out_description(args.eval_scenes, EVAL_SIZES),
             "predictions": f"eager model read by deploy_parity.adapters.UltralyticsYOLO at conf {EVAL_CONF} "
                            "(decode, class-aware NMS at IoU 0.7); masks upsampled bilinearly, > 0.5",
         },
         "metrics": metrics,
-        "loss_history": result["history"],
-        "torch": torch.__version__,
-        "ultralytics": ultralytics.__version__,
-        "python": platform.python_version(),
+        "loss_history": run.history,
+        **versions("ultralytics"),
     }
-    (args.out_dir / f"{spec.name}.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {weights} ({record['weights_bytes']} bytes) and {spec.name}.json; wall {record['wall_seconds']}s")
+    write_record(weights, record)
     return 0
 
 
