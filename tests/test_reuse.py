@@ -149,7 +149,7 @@ def test_pictures_are_drawn_from_what_the_checks_compared(tmp_path):
 
 def test_kept_answers_are_bounded_in_count_and_bytes_keeping_the_most_telling(tmp_path):
     from deploy_parity.check import KeptAnswers
-    from fixtures.reporting import Recorder
+    from fixtures.recorder import Recorder
     from reports.history import RunIdentity
 
     recorder = Recorder(tmp_path, RunIdentity(None, "uid", "2026-12-01T00:00:00+00:00", "ci", "pytest", 0), keep=True)
