@@ -395,17 +395,18 @@ class ModelCase:
 
     # ---- what the harness reads (judging knobs fall back to the adapter's) ----
 
+    def _judging_or_adapter(self, knob: str):
+        """The case's own Judging value of `knob`, else its adapter's (None when neither sets it)."""
+        value = getattr(self.judging, knob)
+        return value if value is not None else getattr(self.adapter, knob, None)
+
     @property
     def score_threshold(self) -> Optional[float]:
-        if self.judging.score_threshold is not None:
-            return self.judging.score_threshold
-        return getattr(self.adapter, "score_threshold", None)
+        return self._judging_or_adapter("score_threshold")
 
     @property
     def topk(self) -> Optional[int]:
-        if self.judging.topk is not None:
-            return self.judging.topk
-        return getattr(self.adapter, "topk", None)
+        return self._judging_or_adapter("topk")
 
     @property
     def deploy_is_reference(self) -> bool:
@@ -414,9 +415,7 @@ class ModelCase:
 
     @property
     def nms_iou_threshold(self) -> Optional[float]:
-        if self.judging.nms_iou_threshold is not None:
-            return self.judging.nms_iou_threshold
-        return getattr(self.adapter, "nms_iou_threshold", None)
+        return self._judging_or_adapter("nms_iou_threshold")
 
     @property
     def keypoint_sigmas(self):

@@ -110,10 +110,13 @@ class KeptAnswers:
     second: dict
 
 
-def _keep(result: CaseResult, feed: dict, first, second) -> CaseResult:
-    """Attach the answers to a result a picture may be drawn of (failing or ambiguous)."""
-    if result.verdict in (Verdict.FAIL, Verdict.AMBIGUOUS):
-        result.kept = KeptAnswers(result.check, feed, first, second)
+def _finish(result: CaseResult, runner, kept: tuple = ()) -> CaseResult:
+    """A check's result, completed: where the candidate's graph ran, and `kept`, the answers
+    compared (feed, first, second), attached when a picture may be drawn of the case
+    (failing or ambiguous)."""
+    result.placement = placement_note(runner)
+    if kept and result.verdict in (Verdict.FAIL, Verdict.AMBIGUOUS):
+        result.kept = KeptAnswers(result.check, *kept)
     return result
 
 
@@ -255,6 +258,12 @@ def candidate_runner(pool, case, backend, example: ParityExample):
     return pool.get(case, backend, case.deploy_target(example.height, example.width, example.dtypes))
 
 
+def _begin_on_candidate(pool, case, backend, example: ParityExample) -> tuple:
+    """How a check that runs the candidate on one example begins: its clock, the example's
+    feed and the candidate's runner for the example's shape."""
+    return time.perf_counter(), feed_for(case, example, pool), candidate_runner(pool, case, backend, example)
+
+
 def accepted_shapes(runner) -> dict:
     return {name: f"{'|'.join(meta.dtypes)} {meta.describe_shape()}" for name, meta in runner.get_input_metadata().items()}
 
@@ -267,13 +276,13 @@ def placement_note(runner) -> str:
 @recorded("parity")
 def check_parity(pool, case, backend, example: ParityExample) -> CaseResult:
     """Candidate backend against the eager PyTorch reference on one feed."""
-    start = time.perf_counter()
-    feed = feed_for(case, example, pool)
-    runner = candidate_runner(pool, case, backend, example)
+    start, feed, runner = _begin_on_candidate(pool, case, backend, example)
     try:
         candidate = runner.infer(feed)
     except UnsupportedShapeError as error:
-        result = _refused("parity", case, backend, example, error, start)
+        # Caught here rather than by @recorded: a refused example still records the shapes
+        # the candidate accepts.
+        result, kept = _refused("parity", case, backend, example, error, start), ()
     else:
         reference = pool.answers(case, example).outputs
         judge = pool.judge(case, backend)
@@ -284,11 +293,10 @@ def check_parity(pool, case, backend, example: ParityExample) -> CaseResult:
                 image_size=(example.height, example.width), batch=example.batch,
             )
         comparisons = knife_edges_inside(pool, case, example, judge, noise, reference, comparisons)
-        result = _keep(_result("parity", case, backend, example, comparisons, start,
-                               message=self_comparison(case, backend)), feed, reference, candidate)
+        result = _result("parity", case, backend, example, comparisons, start, message=self_comparison(case, backend))
+        kept = (feed, reference, candidate)
     result.accepted = accepted_shapes(runner)
-    result.placement = placement_note(runner)
-    return result
+    return _finish(result, runner, kept)
 
 
 @recorded("refusal")
@@ -309,21 +317,15 @@ def check_refusal(pool, case, backend, example: ParityExample) -> CaseResult:
                                 message=f"{example.describe()} lies outside the accepted shapes but was run")
         result = _result("refusal", case, backend, example, [comparison], start, message=comparison.message)
     result.accepted = accepted_shapes(runner) if runner is not None else {"sizes": case.sizes.describe()}
-    result.placement = placement_note(runner)
-    return result
+    return _finish(result, runner)
 
 
 @recorded("batch")
 def check_batch_consistency(pool, case, backend, example: ParityExample) -> CaseResult:
     """Metamorphic: a batch of N different images equals the N images run one by one."""
-    start = time.perf_counter()
-    feed = feed_for(case, example, pool)
-    runner = candidate_runner(pool, case, backend, example)
-    try:
-        batched = runner.infer(feed)
-        singles = [runner.infer(take_sample(feed, i)) for i in range(example.batch)]
-    except UnsupportedShapeError as error:
-        return _refused("batch", case, backend, example, error, start)
+    start, feed, runner = _begin_on_candidate(pool, case, backend, example)
+    batched = runner.infer(feed)  # a shape it refuses: REFUSED, by @recorded
+    singles = [runner.infer(take_sample(feed, i)) for i in range(example.batch)]
     comparisons = []
     judge = pool.judge(case, backend)
     # The same noise model as parity: what the reference's own rounding does to these images.
@@ -338,27 +340,18 @@ def check_batch_consistency(pool, case, backend, example: ParityExample) -> Case
                 case, single, batched_sample, judge=judge, noise=noise,
                 image_size=(example.height, example.width), batch=1, label=f"batch[{index}] vs alone",
             )
-    result = _keep(_result("batch", case, backend, example, comparisons, start), feed, singles, batched)
-    result.placement = placement_note(runner)
-    return result
+    return _finish(_result("batch", case, backend, example, comparisons, start), runner, (feed, singles, batched))
 
 
 @recorded("determinism")
 def check_determinism(pool, case, backend, example: ParityExample) -> CaseResult:
     """The same backend run twice on the same feed gives bit-identical outputs."""
-    start = time.perf_counter()
-    feed = feed_for(case, example, pool)
-    runner = candidate_runner(pool, case, backend, example)
-    try:
-        first = runner.infer(feed)
-        second = runner.infer(feed)
-    except UnsupportedShapeError as error:
-        return _refused("determinism", case, backend, example, error, start)
+    start, feed, runner = _begin_on_candidate(pool, case, backend, example)
+    first = runner.infer(feed)  # a shape it refuses: REFUSED, by @recorded
+    second = runner.infer(feed)
     with side_names("run 1", "run 2"), comparing(pool):
         comparisons = compare_all_tensors(case, first, second, kind="determinism", judge=pool.judge(case, backend))
-    result = _keep(_result("determinism", case, backend, example, comparisons, start), feed, first, second)
-    result.placement = placement_note(runner)
-    return result
+    return _finish(_result("determinism", case, backend, example, comparisons, start), runner, (feed, first, second))
 
 
 def check_coverage(pool, case, backend) -> CaseResult:

@@ -64,6 +64,12 @@ DETECTIONS_PER_IMAGE = 10
 # Detections below this are dropped by the model. The comparator gets the same value,
 # so an instance whose score sits within rounding of it may appear on one side only.
 SCORE_THRESHOLD = 0.3
+# torchvision's box_nms_thresh: overlapping detections of one label above this IoU are
+# suppressed.
+BOX_NMS_IOU = 0.5
+# The comparator judges the cases with the model's own cuts: a detection near one of them
+# may rightly appear on one side only.
+RCNN_JUDGING = Judging(score_threshold=SCORE_THRESHOLD, topk=DETECTIONS_PER_IMAGE, nms_iou_threshold=BOX_NMS_IOU)
 # Every size the harness may feed: small, to keep suites fast; rectangular up to 2:1.
 RCNN_SIZES = SizeSpace(min_side=96, max_side=224, max_aspect=2.0, export_height=160, export_width=160)
 # Share of feed seeds that render an empty scene: the zero-detection control. Kept far
@@ -118,7 +124,7 @@ def tiny_rcnn_options() -> dict:
         box_roi_pool=MultiScaleRoIAlign(["0"], output_size=7, sampling_ratio=2),
         box_head=FastRCNNConvFCHead((BACKBONE_CHANNELS, 7, 7), conv_layers=[16], fc_layers=[BOX_REPRESENTATION]),
         box_score_thresh=SCORE_THRESHOLD,
-        box_nms_thresh=0.5,
+        box_nms_thresh=BOX_NMS_IOU,
         box_detections_per_img=DETECTIONS_PER_IMAGE,
         box_batch_size_per_image=64,  # ROI Align backward dominates a CPU training step
     )
@@ -179,6 +185,17 @@ def rcnn_scene_feed(case_inputs, max_people: int = 3, max_objects: int = 2):
         return {spec.name: as_image_dtype(images, dtype) for spec, dtype in zip(case_inputs, dtypes)}
 
     return make_feed
+
+
+def one_image_instances(*fields: str):
+    """to_instances for a tiny R-CNN's graph, whose outputs are named after the Instances
+    fields they fill."""
+
+    def to_instances(outputs: dict, index: int, image_size) -> Instances:
+        # Batch 1: the outputs are one image's instances, with no batch axis.
+        return Instances(**{name: outputs[name] for name in fields}, image_size=image_size)
+
+    return to_instances
 
 
 # ---------------------------------------------------------------- keypoint model
@@ -258,18 +275,6 @@ def deploy_builder(clip_size_order: str = "hw"):
     return build_deploy
 
 
-def to_instances(outputs: dict, index: int, image_size) -> Instances:
-    # Batch 1: the outputs are one image's instances, with no batch axis.
-    return Instances(
-        boxes=outputs["boxes"],
-        scores=outputs["scores"],
-        labels=outputs["labels"],
-        keypoints=outputs["keypoints"],
-        keypoint_peak_gap=outputs["keypoint_peak_gap"],
-        image_size=image_size,
-    )
-
-
 INPUTS = (InputSpec("images", "image", ("float32",)),)
 
 CASE = ModelCase(
@@ -286,10 +291,10 @@ CASE = ModelCase(
         OutputSpec("keypoint_peak_gap", "keypoints", "(R, 17) best minus second-best heatmap cell"),
     ),
     sizes=RCNN_SIZES,
-    to_instances=to_instances,
+    to_instances=one_image_instances("boxes", "scores", "labels", "keypoints", "keypoint_peak_gap"),
     max_batch=1,  # torchvision detection export takes one image
     spatial_binding="dynamic",
-    judging=Judging(score_threshold=SCORE_THRESHOLD, topk=DETECTIONS_PER_IMAGE, nms_iou_threshold=0.5),  # torchvision's box_nms_thresh
+    judging=RCNN_JUDGING,
     make_feed=rcnn_scene_feed(INPUTS),
     zoo=ZooEntry(source_files=(decoding.__file__,)),  # the decoder is functions, not modules: hash its file too
 )

@@ -30,17 +30,16 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 
-from deploy_parity.case import DeployTarget, InputSpec, Judging, ModelCase, OutputSpec, ZooEntry
-from deploy_parity.compare.instances import Instances
+from deploy_parity.case import DeployTarget, InputSpec, ModelCase, OutputSpec, ZooEntry
 from models.keypoint_rcnn import (
     BACKBONE_CHANNELS,
     BOX_REPRESENTATION,
-    DETECTIONS_PER_IMAGE,
+    RCNN_JUDGING,
     RCNN_SIZES,
-    SCORE_THRESHOLD,
     WEIGHTS_DIR,
     backbone_features,
     load_trained,
+    one_image_instances,
     rcnn_scene_feed,
     tiny_backbone,
     tiny_rcnn_options,
@@ -125,17 +124,6 @@ def deploy_builder(configured_image_size: Optional[tuple] = None):
     return build_deploy
 
 
-def to_instances(outputs: dict, index: int, image_size) -> Instances:
-    # Batch 1: the outputs are one image's instances, with no batch axis.
-    return Instances(
-        boxes=outputs["boxes"],
-        scores=outputs["scores"],
-        labels=outputs["labels"],
-        masks=outputs["masks"],
-        image_size=image_size,
-    )
-
-
 INPUTS = (InputSpec("images", "image", ("float32",)),)
 EXPORT_SIZE = (RCNN_SIZES.export_height, RCNN_SIZES.export_width)
 
@@ -152,10 +140,10 @@ CASE = ModelCase(
         OutputSpec("masks", "masks", "(R, H, W) soft masks in [0, 1], pasted into the image"),
     ),
     sizes=RCNN_SIZES,
-    to_instances=to_instances,
+    to_instances=one_image_instances("boxes", "scores", "labels", "masks"),
     max_batch=1,  # torchvision detection export takes one image
     spatial_binding="dynamic",
-    judging=Judging(score_threshold=SCORE_THRESHOLD, topk=DETECTIONS_PER_IMAGE, nms_iou_threshold=0.5),  # torchvision's box_nms_thresh
+    judging=RCNN_JUDGING,
     make_feed=rcnn_scene_feed(INPUTS),
 )
 

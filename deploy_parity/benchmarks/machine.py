@@ -42,16 +42,22 @@ def package_version(module: str) -> Optional[str]:
         return None
 
 
-def gpu_names() -> list:
-    """Names of the NVIDIA GPUs on this machine (all of them, whatever CUDA_VISIBLE_DEVICES says)."""
+def nvidia_smi_query(field: str) -> list:
+    """nvidia-smi's `field` (--query-gpu: "name", "index", ...) for every NVIDIA GPU on this
+    machine, whatever CUDA_VISIBLE_DEVICES says; [] without nvidia-smi or when it fails."""
     if shutil.which("nvidia-smi") is None:
         return []
     try:
-        done = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+        done = subprocess.run(["nvidia-smi", f"--query-gpu={field}", "--format=csv,noheader"],
                               capture_output=True, text=True, timeout=15)
     except (OSError, subprocess.TimeoutExpired):
         return []
     return [line.strip() for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else []
+
+
+def gpu_names() -> list:
+    """Names of the NVIDIA GPUs on this machine (all of them, whatever CUDA_VISIBLE_DEVICES says)."""
+    return nvidia_smi_query("name")
 
 
 def cpu_name() -> str:

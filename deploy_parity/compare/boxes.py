@@ -176,6 +176,33 @@ def first_nonfinite(array) -> Optional[tuple]:
     return tuple(int(i) for i in np.unravel_index(bad[0], array.shape))
 
 
+def nonfinite_failure(ref_array, cand_array, describe, find=first_nonfinite) -> Optional[tuple[str, dict]]:
+    """The message and evidence of a FAIL for the first NaN/inf element, the reference's
+    looked for before the candidate's; None when both are finite.
+
+    describe(index, value) says which element it is and what it holds ("mask of instance
+    2 is nan at pixel (y 3, x 4)"); find(array) gives the element's index or None.
+    """
+    for side, array in (("reference", ref_array), ("candidate", cand_array)):
+        where = find(array)
+        if where is not None:
+            value = array[where]
+            return (
+                f"{side_name(side)} {describe(where, value)}; a non-finite output never passes",
+                {"nonfinite": {"side": side, "index": list(where), "value": str(value)}},
+            )
+    return None
+
+
+def instance_shape_failure(what: str, ref_array, cand_array, qualifier: str = "") -> Optional[tuple[str, None]]:
+    """The message (and no evidence) of a FAIL when one instance's array has another shape
+    on each side ("mask size differs: ..."); None when the shapes agree."""
+    if ref_array.shape[1:] == cand_array.shape[1:]:
+        return None
+    return (f"{what} differs: {side_name('reference')} {ref_array.shape[1:]}{qualifier}, "
+            f"{side_name('candidate')} {cand_array.shape[1:]}", None)
+
+
 def format_box(box) -> str:
     return "[" + ", ".join(f"{v:.1f}" for v in np.asarray(box, dtype=np.float64)) + "]"
 

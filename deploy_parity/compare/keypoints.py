@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .boxes import Matching, box_area, first_nonfinite, score_limit
+from .boxes import Matching, box_area, instance_shape_failure, nonfinite_failure, score_limit
 from .instances import Instances
 from .tolerances import ResolvedTolerance
 from .verdict import Comparison, Verdict, beyond, side_name
@@ -110,24 +110,14 @@ def compare_keypoints(
     k = ref_kp.shape[1] if ref_kp.ndim == 3 else 0
     names = _names(k)
 
-    for side, kp in (("reference", ref_kp), ("candidate", cand_kp)):
-        where = first_nonfinite(kp)
-        if where is not None:
-            i, j, coord = where
-            return result(
-                Verdict.FAIL,
-                {},
-                f"{side_name(side)} instance {i} keypoint {j} ({names[j] if j < len(names) else j}) "
-                f"{'xys'[coord]} is {kp[where]}; a non-finite output never passes",
-                {"nonfinite": {"side": side, "index": list(where), "value": str(kp[where])}},
-            )
-    if ref_kp.shape[1:] != cand_kp.shape[1:]:
-        return result(
-            Verdict.FAIL,
-            {},
-            f"keypoint layout differs: {side_name('reference')} {ref_kp.shape[1:]} per instance, "
-            f"{side_name('candidate')} {cand_kp.shape[1:]}",
-        )
+    def nonfinite_keypoint(where, value):
+        i, j, coord = where
+        return f"instance {i} keypoint {j} ({names[j] if j < len(names) else j}) {'xys'[coord]} is {value}"
+
+    unjudgeable = (nonfinite_failure(ref_kp, cand_kp, nonfinite_keypoint)
+                   or instance_shape_failure("keypoint layout", ref_kp, cand_kp, " per instance"))
+    if unjudgeable is not None:
+        return result(Verdict.FAIL, {}, *unjudgeable)
 
     if index_wise:
         if len(ref) != len(cand):
@@ -220,13 +210,16 @@ def compare_keypoints(
         "n_ambiguous": int(tie_breaks.sum()),
     }
 
+    def keypoint_name(p, j):
+        return f"instance {int(ref_idx[p])} keypoint {j} ({names[j]})"
+
     def keypoint_text(p, j, limit=""):
         i_ref, i_cand = int(ref_idx[p]), int(cand_idx[p])
         dx, dy = delta[p, j]
         mostly = "x" if dx >= dy else "y"
         other = "" if i_ref == i_cand else f" ({side_name('candidate')} instance {i_cand})"
         return (
-            f"instance {i_ref} keypoint {j} ({names[j]}): {_px(distance[p, j])} px "
+            f"{keypoint_name(p, j)}: {_px(distance[p, j])} px "
             f"(x {_px(dx)}, y {_px(dy)}){limit}, mostly in {mostly}{other}"
         )
 
@@ -262,19 +255,20 @@ def compare_keypoints(
         oks_text = f"OKS {oks[p]:.4f}" if oks_judged[p] else "OKS not judged (zero-area box)"
         limit = beyond(distance[p, j], pixel_limit, " px").split(" > ")[1]
         failures.append(f"{keypoint_text(p, j, f' > {limit}')}{tol.explain('pixel', ' px')}; {oks_text}")
+    def score_difference(difference, limit):
+        # Scores and peak gaps are both judged against the row's score limits.
+        return f"difference {beyond(difference, limit)}{tol.explain('score_abs')}"
+
     if score_bad.any():
         p, j = worst_of(score_bad, score_abs)
-        failures.append(
-            f"instance {int(ref_idx[p])} keypoint {j} ({names[j]}): score {r[p, j, 2]:.4f} "
-            f"became {c[p, j, 2]:.4f}, difference {beyond(score_abs[p, j], allowed_score[p, j])}"
-            f"{tol.explain('score_abs')}"
-        )
+        failures.append(f"{keypoint_name(p, j)}: score {r[p, j, 2]:.4f} became {c[p, j, 2]:.4f}, "
+                        f"{score_difference(score_abs[p, j], allowed_score[p, j])}")
     if gap_bad.any():
         p, j = worst_of(gap_bad, gap_abs)
         failures.append(
-            f"instance {int(ref_idx[p])} keypoint {j} ({names[j]}): its best heatmap peak beats the second by "
+            f"{keypoint_name(p, j)}: its best heatmap peak beats the second by "
             f"{gap[p, j]:.4g} in the {side_name('reference')}, {cand_gap[p, j]:.4g} in the {side_name('candidate')}: "
-            f"difference {beyond(gap_abs[p, j], score_limit(tol, gap[p, j]))}{tol.explain('score_abs')}"
+            f"{score_difference(gap_abs[p, j], score_limit(tol, gap[p, j]))}"
         )
     # An OKS drop caused by a keypoint already reported would only repeat it.
     oks_news = oks_low_not_ties & ~hard_far.any(axis=1)

@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from .boxes import Matching, first_nonfinite
+from .boxes import Matching, first_nonfinite, instance_shape_failure, nonfinite_failure
 from .instances import Instances
 from .tolerances import ResolvedTolerance
 from .verdict import Comparison, Verdict, beyond, side_name
@@ -133,24 +133,14 @@ def compare_masks(
         return result(Verdict.FAIL, {}, f"only the {side_name(has)} has masks")
     ref_masks, cand_masks = np.asarray(ref.masks), np.asarray(cand.masks)
 
-    for side, masks in (("reference", ref_masks), ("candidate", cand_masks)):
-        where = _nonfinite(masks)
-        if where is not None:
-            i, y, x = where
-            return result(
-                Verdict.FAIL,
-                {},
-                f"{side_name(side)} mask of instance {i} is {masks[where]} at pixel (y {y}, x {x}); "
-                "a non-finite output never passes",
-                {"nonfinite": {"side": side, "index": list(where), "value": str(masks[where])}},
-            )
-    if ref_masks.shape[1:] != cand_masks.shape[1:]:
-        return result(
-            Verdict.FAIL,
-            {},
-            f"mask size differs: {side_name('reference')} {ref_masks.shape[1:]}, {side_name('candidate')} "
-            f"{cand_masks.shape[1:]}",
-        )
+    def nonfinite_mask(where, value):
+        i, y, x = where
+        return f"mask of instance {i} is {value} at pixel (y {y}, x {x})"
+
+    unjudgeable = (nonfinite_failure(ref_masks, cand_masks, nonfinite_mask, find=_nonfinite)
+                   or instance_shape_failure("mask size", ref_masks, cand_masks))
+    if unjudgeable is not None:
+        return result(Verdict.FAIL, {}, *unjudgeable)
 
     ref_idx, cand_idx = matching.judged_pairs()
     if len(ref_idx) == 0:
@@ -247,6 +237,9 @@ def compare_masks(
                                                        "threshold_flips")},
         }
 
+    def pair_records(flagged):
+        return [pair_record(p) for p in np.flatnonzero(flagged)[:EVIDENCE_LIMIT]]
+
     if fails.any():
         breaches = (
             "IoU below min_iou",
@@ -267,31 +260,30 @@ def compare_masks(
             f"{len(ref_idx)} mask(s) out of tolerance{threshold_text}",
             {
                 "worst": pair_record(worst),
-                "pairs": [pair_record(p) for p in np.flatnonzero(fails)[:EVIDENCE_LIMIT]],
+                "pairs": pair_records(fails),
             },
         )
 
-    if edge.any():
-        p = int(np.flatnonzero(edge)[0])
-        return result(
-            Verdict.AMBIGUOUS,
-            metrics,
-            f"{int(edge.sum())} mask(s) differ beyond the example's soft limit only where the {side_name('reference')} "
-            f"instance is a rounding knife edge ({'; '.join(unstable[int(ref_idx[p])]['why'])}); e.g. {pair_text(p)}",
-            {"pairs": [pair_record(q) for q in np.flatnonzero(edge)[:EVIDENCE_LIMIT]]},
-        )
+    def ambiguous(flagged, why):
+        """AMBIGUOUS: the flagged pairs differ only where rounding may decide; why(p) says
+        where, for the first of them."""
+        p = int(np.flatnonzero(flagged)[0])
+        return result(Verdict.AMBIGUOUS, metrics, f"{int(flagged.sum())} mask(s) differ {why(p)}",
+                      {"pairs": pair_records(flagged)})
 
+    def at_knife_edge(p):
+        return (f"beyond the example's soft limit only where the {side_name('reference')} instance is a rounding "
+                f"knife edge ({'; '.join(unstable[int(ref_idx[p])]['why'])}); e.g. {pair_text(p)}")
+
+    def at_threshold(p):
+        return (f"only in pixels whose {side_name('reference')} soft value lies within {soft_limit:g} of the "
+                f"threshold {threshold:g}; e.g. instance {int(ref_idx[p])}: {int(stats['threshold_flips'][p])} of "
+                f"{int(stats['threshold_px'][p])} such pixel(s) flipped, soft max abs {soft_abs[p]:.3g}")
+
+    if edge.any():
+        return ambiguous(edge, at_knife_edge)
     if only_at_threshold.any():
-        p = int(np.flatnonzero(only_at_threshold)[0])
-        return result(
-            Verdict.AMBIGUOUS,
-            metrics,
-            f"{int(only_at_threshold.sum())} mask(s) differ only in pixels whose {side_name('reference')} soft value lies "
-            f"within {soft_limit:g} of the threshold {threshold:g}; e.g. instance {int(ref_idx[p])}: "
-            f"{int(stats['threshold_flips'][p])} of {int(stats['threshold_px'][p])} such pixel(s) flipped, "
-            f"soft max abs {soft_abs[p]:.3g}",
-            {"pairs": [pair_record(q) for q in np.flatnonzero(only_at_threshold)[:EVIDENCE_LIMIT]]},
-        )
+        return ambiguous(only_at_threshold, at_threshold)
 
     return result(
         Verdict.PASS,

@@ -107,6 +107,21 @@ def _fraction(draw, largest: float, smallest: float, steps: int = 16) -> float:
     return largest - (largest - smallest) * draw(st.integers(0, steps)) / steps
 
 
+def _size_and_centre(draw, height: int, width: int, largest: float, smallest: float, min_px: float,
+                     centres: Optional[st.SearchStrategy]) -> tuple[float, float, float]:
+    """An instance's size, `largest` down to `smallest` of the short side (at least min_px),
+    then its centre from `centres` (anywhere without one): (size, x, y). Both draws shrink
+    to the largest instance, centred."""
+    size = max(_fraction(draw, largest, smallest) * min(height, width), min_px)
+    cx, cy = draw(centres if centres is not None else centres_anywhere(height, width))
+    return float(size), float(cx), float(cy)
+
+
+def _colour(draw, colour: Optional[tuple[int, int, int]]) -> tuple[int, int, int]:
+    """`colour` when one is given, else one drawn from the palette."""
+    return colour if colour is not None else draw(st.sampled_from(PALETTE))
+
+
 @st.composite
 def person_specs(
     draw,
@@ -117,15 +132,13 @@ def person_specs(
 ) -> PersonSpec:
     """A person 25%-90% of the short side tall (at least 8 px), shrinking to the
     largest, standing, centred one."""
-    short = min(height, width)
-    person_height = max(_fraction(draw, 0.9, 0.25) * short, _MIN_PERSON_PX)
-    cx, cy = draw(centres if centres is not None else centres_anywhere(height, width))
+    person_height, cx, cy = _size_and_centre(draw, height, width, 0.9, 0.25, _MIN_PERSON_PX, centres)
     return PersonSpec(
-        centre_x=float(cx),
-        centre_y=float(cy),
-        height=float(person_height),
+        centre_x=cx,
+        centre_y=cy,
+        height=person_height,
         pose=draw(pose_angles()),
-        colour=colour if colour is not None else draw(st.sampled_from(PALETTE)),
+        colour=_colour(draw, colour),
         thickness=1.0 + draw(st.integers(-4, 6)) / 20,
     )
 
@@ -140,15 +153,13 @@ def object_specs(
 ) -> ObjectSpec:
     """A block or disc 8%-50% of the short side (at least 4 px), shrinking to the
     largest, centred, unrotated square block."""
-    short = min(height, width)
-    size = max(_fraction(draw, 0.5, 0.08) * short, _MIN_OBJECT_PX)
-    cx, cy = draw(centres if centres is not None else centres_anywhere(height, width))
+    size, cx, cy = _size_and_centre(draw, height, width, 0.5, 0.08, _MIN_OBJECT_PX, centres)
     return ObjectSpec(
         kind=draw(st.sampled_from(OBJECT_KINDS)),
-        centre_x=float(cx),
-        centre_y=float(cy),
-        size=float(size),
-        colour=colour if colour is not None else draw(st.sampled_from(PALETTE)),
+        centre_x=cx,
+        centre_y=cy,
+        size=size,
+        colour=_colour(draw, colour),
         aspect=2.0 ** (draw(st.integers(-4, 4)) / 4),
         angle=float(draw(st.integers(-45, 45))),
     )
