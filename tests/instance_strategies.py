@@ -33,3 +33,17 @@ def keypoints_inside(rng, boxes, k=KEYPOINTS):
          rng.uniform(0.3, 1.0, (n, k))],
         axis=-1,
     )
+
+
+@st.composite
+def one_instance(draw, instances):
+    """(inst, i): instances drawn from the strategy `instances`, and one of them picked."""
+    inst = draw(instances)
+    return inst, draw(st.integers(0, len(inst) - 1))
+
+
+@st.composite
+def one_keypoint(draw, instances):
+    """(inst, i, j): instances drawn from `instances`, one of them and one of its keypoints picked."""
+    inst, i = draw(one_instance(instances))
+    return inst, i, draw(st.integers(0, inst.keypoints.shape[1] - 1))

@@ -10,7 +10,6 @@ declared output that nothing compares; and record a check that raises as an ERRO
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import textwrap
@@ -26,6 +25,7 @@ from deploy_parity.errors import UnreadOutputError
 from deploy_parity.registry import build_registry
 from deploy_parity.strategies import ParityExample
 from tests.suite_runs import run_suite
+from tests.tiny_cases import export_user_graph, import_cases_module
 
 USER_CASES = '''
 """A user's cases module: a tiny detector and the .onnx files they exported from it."""
@@ -112,14 +112,12 @@ def _export(module, path, dynamic: bool) -> None:
     """What a user does: torch.onnx.export of their model, with or without dynamic axes."""
     import torch
 
-    model = module.build()
-    sample = torch.rand(1, 3, 160, 160)
     axes = None
     if dynamic:
         axes = {"images": {0: "batch", 2: "height", 3: "width"}, "boxes": {0: "batch"}, "scores": {0: "batch"},
                 "peak_gap": {0: "batch"}}
-    torch.onnx.export(model, (sample,), str(path), dynamo=False, opset_version=17, input_names=["images"],
-                      output_names=["boxes", "scores", "peak_gap"], dynamic_axes=axes)
+    export_user_graph(module.build(), path, (torch.rand(1, 3, 160, 160),), ["images"],
+                      ["boxes", "scores", "peak_gap"], axes)
 
 
 @pytest.fixture(scope="module")
@@ -128,10 +126,8 @@ def user_module(tmp_path_factory):
     root = tmp_path_factory.mktemp("user")
     fixed, dynamic = root / "my_fixed.onnx", root / "my_dynamic.onnx"
     path = root / "my_cases.py"
-    path.write_text(USER_CASES.format(fixed=str(fixed), dynamic=str(dynamic)))
-    spec = importlib.util.spec_from_file_location("my_cases_for_export", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = import_cases_module(path, USER_CASES.format(fixed=str(fixed), dynamic=str(dynamic)),
+                                 "my_cases_for_export")
     _export(module, fixed, dynamic=False)
     _export(module, dynamic, dynamic=True)
     return path
@@ -143,6 +139,13 @@ def _outcome(output: str, test: str, model: str, backend: str = "onnxrt-cpu") ->
     return match.group(1) if match else "not run"
 
 
+def _coverage_fails_saying(run, model: str, expected: str) -> list:
+    """`model`'s coverage test FAILED and the run's output says `expected`: its coverage records."""
+    assert expected in run.output, run.output[-4000:]
+    assert _outcome(run.output, "test_artifact_covers_declared_inputs", model) == "FAILED"
+    return [r for r in run.records() if r["model"] == model and r["check"] == "coverage"]
+
+
 @pytest.fixture(scope="module")
 def failing_run(user_module, tmp_path_factory):
     return run_suite(tmp_path_factory.mktemp("failing"), "-v", "--model-module", str(user_module),
@@ -151,42 +154,34 @@ def failing_run(user_module, tmp_path_factory):
 
 @pytest.mark.slow
 def test_fixed_graph_of_a_dynamic_case_fails_naming_both_sides(failing_run, user_module):
-    output = failing_run.output
-    assert failing_run.returncode == 1, output[-3000:]
+    assert failing_run.returncode == 1, failing_run.output[-3000:]
     fixed = str(user_module.parent / "my_fixed.onnx")
     expected = (f"my-det-fixed on onnxrt-cpu: the artifact accepts less than the case declares: input 'images' is "
                 f"fixed at 1x3x160x160 (graph {fixed}) but the case declares sides 64-256 and batch up to 4; export "
                 "with dynamic axes, or declare the case fixed-size / max_batch=1 if that is intended")
-    assert expected in output, output[-4000:]
-    assert _outcome(output, "test_artifact_covers_declared_inputs", "my-det-fixed") == "FAILED"
-    [record] = [r for r in failing_run.records() if r["model"] == "my-det-fixed" and r["check"] == "coverage"]
+    [record] = _coverage_fails_saying(failing_run, "my-det-fixed", expected)
     assert record["verdict"] == "fail" and record["message"] == expected
     assert (record["height"], record["width"], record["batch"]) == (160, 160, 1)
 
 
 @pytest.mark.slow
 def test_float32_graph_of_a_float32_and_uint8_case_fails(failing_run, user_module):
-    output = failing_run.output
     dynamic = str(user_module.parent / "my_dynamic.onnx")
     expected = (f"my-det-f32 on onnxrt-cpu: the artifact accepts less than the case declares: input 'images' takes "
                 f"float32 only (graph {dynamic}) but the case declares input 'images' as float32 or uint8; declare the "
                 "case input 'images' with dtypes=('float32',) if that is intended")
-    assert expected in output, output[-4000:]
-    assert _outcome(output, "test_artifact_covers_declared_inputs", "my-det-f32") == "FAILED"
+    _coverage_fails_saying(failing_run, "my-det-f32", expected)
     # The gap is the coverage test's to report: the properties draw what the graph takes, and pass.
-    assert _outcome(output, "test_parity", "my-det-f32") == "PASSED", output[-4000:]
+    assert _outcome(failing_run.output, "test_parity", "my-det-f32") == "PASSED", failing_run.output[-4000:]
     parity = [r for r in failing_run.records() if r["model"] == "my-det-f32" and r["check"] == "parity"]
     assert parity and all(r["dtypes"] == ["float32"] and r["verdict"] == "pass" for r in parity)
 
 
 @pytest.mark.slow
 def test_unread_declared_output_is_named_at_the_start(failing_run):
-    output = failing_run.output
     expected = ("model case my-det-unread: output 'peak_gap' (kind keypoints) is declared but nothing compares it: "
                 "to_instances never reads it; read it there, or declare it kind 'raw' to compare it as a tensor")
-    assert expected in output, output[-4000:]
-    assert _outcome(output, "test_artifact_covers_declared_inputs", "my-det-unread") == "FAILED"
-    [record] = [r for r in failing_run.records() if r["model"] == "my-det-unread" and r["check"] == "coverage"]
+    [record] = _coverage_fails_saying(failing_run, "my-det-unread", expected)
     assert record["verdict"] == "error" and expected in record["message"]
 
 
@@ -328,6 +323,8 @@ class _ProfiledEngine:
     """Stands in for TensorRTRunner's read-back (no GPU here): the contract an engine built
     with the harness's own profile publishes, through the same code (trt/profiles.py)."""
 
+    inference_seconds, inference_calls = 0.0, 0  # what a pool reads when it closes: it never ran
+
     def __init__(self, case, target):
         from deploy_parity.contracts import metas_for_case
         from deploy_parity.backends.tensorrt.profiles import derive_profile, metas_from_profile
@@ -339,6 +336,9 @@ class _ProfiledEngine:
     def activate(self):
         return self
 
+    def deactivate(self):
+        pass
+
     def get_input_metadata(self):
         return self._metas
 
@@ -349,19 +349,18 @@ class _ProfiledEngine:
 
 
 @pytest.mark.parametrize("engine_path", [None, "my.engine"], ids=["built-per-size", "users-engine"])
-def test_engine_bounds_of_a_per_size_case(engine_path, tmp_path):
+def test_engine_bounds_of_a_per_size_case(engine_path, pool):
     """Engines the harness builds for a per-size case are one per size: together they take
     the case's sizes and dtypes (no gap, and strategies draw every size). The user's own
     engine is one file, for one size and one dtype: that is a gap."""
     from dataclasses import replace
 
-    from deploy_parity.backends import Backend, RunnerContext
-    from deploy_parity.pool import RunnerPool
+    from deploy_parity.backends import Backend
 
     case = replace(_pose(), engine_path=engine_path)  # per-size, sides 64-320, float32 + uint8
     backend = Backend("fake-engine", "fp32", "an engine", lambda c, target, context: _ProfiledEngine(c, target),
                       artifact="engine")
-    bounds = RunnerPool(RunnerContext(cache_dir=tmp_path)).bounds(case, backend)
+    bounds = pool.bounds(case, backend)
     if engine_path is None:
         assert bounds.fixed_height is None and (bounds.min_side, bounds.max_side) == (64, 320)
         assert coverage_gaps(case, bounds) == []

@@ -9,7 +9,7 @@ import types
 
 import pytest
 
-from deploy_parity.backends import BACKENDS, RunnerContext
+from deploy_parity.backends import BACKENDS
 from deploy_parity.benchmarks.measure import BenchSettings, measure_backend
 from deploy_parity.benchmarks.timing import device_synchronizer, latency_stats, no_sync, timed
 from deploy_parity.registry import build_registry
@@ -52,10 +52,10 @@ def test_gpu_backends_synchronise_on_both_sides_of_the_clock(monkeypatch):
 
 
 @pytest.mark.parametrize("backend", ["onnxrt-cpu", "torch-cpu"])
-def test_measure_reports_cold_apart_from_warm(tmp_path, backend):
+def test_measure_reports_cold_apart_from_warm(runner_context, backend):
     case = build_registry().get("pose-rtmo")
     settings = BenchSettings(warmup=1, runs=3, batches=(1, 2, 16), throughput_warmup=1, throughput_runs=2)
-    result = measure_backend(case, BACKENDS[backend], RunnerContext(cache_dir=tmp_path), settings)
+    result = measure_backend(case, BACKENDS[backend], runner_context, settings)
     assert result["error"] is None
     assert set(result["cold"]) == COLD_KEYS and set(result["warm"]) == WARM_KEYS
     assert result["warm"]["runs"] == 3 and result["warm"]["warmup_runs"] == 1
@@ -66,13 +66,13 @@ def test_measure_reports_cold_apart_from_warm(tmp_path, backend):
     assert (result["height"], result["width"]) == (case.sizes.export_height, case.sizes.export_width)
 
 
-def test_unavailable_backend_is_reported_not_raised(tmp_path):
+def test_unavailable_backend_is_reported_not_raised(runner_context):
     case = build_registry().get("pose-rtmo")
 
     backend = BACKENDS["torch-cuda-fp32"]
     if backend.unavailable() is None:
         pytest.skip("this machine has CUDA")
-    result = measure_backend(case, backend, RunnerContext(cache_dir=tmp_path))
+    result = measure_backend(case, backend, runner_context)
     assert result["error"].startswith("unavailable:") and "cold" not in result
 
 

@@ -16,14 +16,13 @@ import numpy as np
 import onnx
 import pytest
 
-from deploy_parity.backends import BACKENDS, RunnerContext
+from deploy_parity.backends import BACKENDS
 from deploy_parity.check import check_parity
 from deploy_parity.compare.verdict import Verdict
 from deploy_parity.errors import CacheEntryRebuilt, HarnessError, ModelCaseError
 from deploy_parity.export import onnx_exporter
 from deploy_parity.export.onnx_exporter import export_onnx, sidecar_path, verify_entry
 from deploy_parity.hashing import sha256_file
-from deploy_parity.pool import RunnerPool
 from deploy_parity.registry import Registry, build_registry
 from deploy_parity.strategies import ParityExample
 from deploy_parity.backends.tensorrt.engine_cache import EngineCache, EngineEnv, make_key
@@ -48,13 +47,9 @@ def entries(pose_pair, tmp_path):
     return export_onnx(good, target, cache_dir=tmp_path), export_onnx(broken, target, cache_dir=tmp_path)
 
 
-def broken_verdict(pose_pair, cache) -> Verdict:
-    """The parity verdict on the broken variant, with graphs from `cache`."""
-    pool = RunnerPool(RunnerContext(cache_dir=cache))
-    try:
-        return check_parity(pool, pose_pair[1], BACKENDS["onnxrt-cpu"], FAILING).verdict
-    finally:
-        pool.close()
+def broken_verdict(pose_pair, pool) -> Verdict:
+    """The parity verdict on the broken variant, with graphs from the pool's cache."""
+    return check_parity(pool, pose_pair[1], BACKENDS["onnxrt-cpu"], FAILING).verdict
 
 
 def lookup_again(pose_pair, cache):
@@ -65,7 +60,7 @@ def lookup_again(pose_pair, cache):
 
 
 def test_correct_graph_copied_over_the_broken_variants_entry_is_rebuilt_and_still_fails(pose_pair, entries,
-                                                                                          tmp_path):
+                                                                                          tmp_path, pool):
     good, broken = entries
     assert sha256_file(good) != sha256_file(broken)
     # The hostile user's move: the correct graph and its sidecar over the broken variant's entry.
@@ -76,10 +71,10 @@ def test_correct_graph_copied_over_the_broken_variants_entry_is_rebuilt_and_stil
         again = lookup_again(pose_pair, tmp_path)
     assert again == broken and sha256_file(again) != sha256_file(good)
     assert any(broken.name in line for line in onnx_exporter.STATS.rebuilt)
-    assert broken_verdict(pose_pair, tmp_path) == Verdict.FAIL
+    assert broken_verdict(pose_pair, pool) == Verdict.FAIL
 
 
-def test_truncated_entry_is_rebuilt_and_the_broken_variant_still_fails(pose_pair, entries, tmp_path):
+def test_truncated_entry_is_rebuilt_and_the_broken_variant_still_fails(pose_pair, entries, tmp_path, pool):
     _, broken = entries
     data = broken.read_bytes()
     broken.write_bytes(data[: len(data) // 2])
@@ -88,10 +83,10 @@ def test_truncated_entry_is_rebuilt_and_the_broken_variant_still_fails(pose_pair
         lookup_again(pose_pair, tmp_path)
     assert broken.read_bytes() == data  # exported again, whole
     assert verify_entry(broken, json.loads(sidecar_path(broken).read_text())["key"]) == ""
-    assert broken_verdict(pose_pair, tmp_path) == Verdict.FAIL
+    assert broken_verdict(pose_pair, pool) == Verdict.FAIL
 
 
-def test_nan_graph_swapped_in_is_rebuilt(pose_pair, entries, tmp_path):
+def test_nan_graph_swapped_in_is_rebuilt(pose_pair, entries, tmp_path, pool):
     _, broken = entries
     model = onnx.load(str(broken))
     weights = next(t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
@@ -100,7 +95,7 @@ def test_nan_graph_swapped_in_is_rebuilt(pose_pair, entries, tmp_path):
     onnx.save(model, str(broken))  # a valid graph, the same inputs and outputs, NaN everywhere
     with pytest.warns(CacheEntryRebuilt, match="do not match the sha256"):
         lookup_again(pose_pair, tmp_path)
-    assert broken_verdict(pose_pair, tmp_path) == Verdict.FAIL
+    assert broken_verdict(pose_pair, pool) == Verdict.FAIL
 
 
 def test_entry_without_a_sidecar_or_from_an_older_harness_is_rebuilt(tmp_path):

@@ -11,7 +11,7 @@ from deploy_parity.compare.boxes import Matching, box_iou, compare_boxes, match_
 from deploy_parity.compare.instances import Instances
 from deploy_parity.compare.tolerances import lookup
 from deploy_parity.compare.verdict import Verdict
-from tests.instance_strategies import grid_layout
+from tests.instance_strategies import grid_layout, one_instance
 
 TOL = lookup("boxes", "onnxruntime", "fp32")
 MARGIN = TOL["ambiguity_margin"]
@@ -65,9 +65,9 @@ def test_small_noise_within_tolerance_passes(ref, seed):
 
 
 @settings(max_examples=40, deadline=None)
-@given(grid_instances(), st.data())
-def test_dropping_a_confident_box_fails(ref, data):
-    dropped = data.draw(st.integers(0, len(ref) - 1))
+@given(one_instance(grid_instances()))
+def test_dropping_a_confident_box_fails(picked):
+    ref, dropped = picked
     cand = ref.select(np.arange(len(ref)) != dropped)
     result = compare(ref, cand, score_threshold=THRESHOLD)
     assert result.verdict == Verdict.FAIL
@@ -76,10 +76,10 @@ def test_dropping_a_confident_box_fails(ref, data):
 
 
 @settings(max_examples=40, deadline=None)
-@given(grid_instances(min_size=2), st.data())
-def test_box_at_the_score_threshold_on_one_side_only_is_ambiguous(ref, data):
-    i = data.draw(st.integers(0, len(ref) - 1))
-    offset = data.draw(st.floats(-0.9, 0.9)) * MARGIN
+@given(one_instance(grid_instances(min_size=2)), st.floats(-0.9, 0.9))
+def test_box_at_the_score_threshold_on_one_side_only_is_ambiguous(picked, fraction):
+    ref, i = picked
+    offset = fraction * MARGIN
     scores = ref.scores.copy()
     scores[i] = THRESHOLD + offset
     ref = Instances(boxes=ref.boxes, scores=scores, labels=ref.labels)
@@ -118,12 +118,12 @@ def test_swap_at_the_topk_cut_is_ambiguous(ref, data):
 
 
 @settings(max_examples=40, deadline=None)
-@given(grid_instances(), st.data())
-def test_nan_or_inf_in_boxes_or_scores_fails(ref, data):
+@given(one_instance(grid_instances()), st.data())
+def test_nan_or_inf_in_boxes_or_scores_fails(picked, data):
+    ref, i = picked
     side = data.draw(st.sampled_from(["reference", "candidate"]))
     field = data.draw(st.sampled_from(["boxes", "scores"]))
     bad = data.draw(st.sampled_from([math.nan, math.inf, -math.inf]))
-    i = data.draw(st.integers(0, len(ref) - 1))
     broken = Instances(boxes=ref.boxes.copy(), scores=ref.scores.copy(), labels=ref.labels)
     if field == "boxes":
         broken.boxes[i, data.draw(st.integers(0, 3))] = bad
@@ -136,9 +136,9 @@ def test_nan_or_inf_in_boxes_or_scores_fails(ref, data):
 
 
 @settings(max_examples=40, deadline=None)
-@given(grid_instances(), st.data())
-def test_changed_label_fails(ref, data):
-    i = data.draw(st.integers(0, len(ref) - 1))
+@given(one_instance(grid_instances()))
+def test_changed_label_fails(picked):
+    ref, i = picked
     labels = ref.labels.copy()
     labels[i] = (labels[i] + 1) % 5
     cand = Instances(boxes=ref.boxes, scores=ref.scores, labels=labels)
@@ -149,10 +149,9 @@ def test_changed_label_fails(ref, data):
 
 
 @settings(max_examples=30, deadline=None)
-@given(grid_instances(), st.data())
-def test_shifted_box_fails_naming_it(ref, data):
-    i = data.draw(st.integers(0, len(ref) - 1))
-    shift = data.draw(st.floats(2.0, 10.0))
+@given(one_instance(grid_instances()), st.floats(2.0, 10.0))
+def test_shifted_box_fails_naming_it(picked, shift):
+    ref, i = picked
     boxes = ref.boxes.copy()
     boxes[i] += shift
     result = compare(ref, Instances(boxes=boxes, scores=ref.scores, labels=ref.labels))

@@ -17,7 +17,7 @@ from deploy_parity.compare.keypoints import (
 )
 from deploy_parity.compare.tolerances import lookup
 from deploy_parity.compare.verdict import Verdict
-from tests.instance_strategies import grid_layout, keypoints_inside
+from tests.instance_strategies import grid_layout, keypoints_inside, one_instance, one_keypoint
 
 TOL = lookup("keypoints", "onnxruntime", "fp32")
 BOX_TOL = lookup("boxes", "onnxruntime", "fp32")
@@ -79,10 +79,9 @@ def test_small_noise_within_tolerance_passes(ref, seed):
 
 
 @settings(max_examples=40, deadline=None)
-@given(people(), st.data())
-def test_shifting_one_keypoint_fails_and_names_instance_and_keypoint(ref, data):
-    i = data.draw(st.integers(0, len(ref) - 1))
-    j = data.draw(st.integers(0, K - 1))
+@given(one_keypoint(people()), st.data())
+def test_shifting_one_keypoint_fails_and_names_instance_and_keypoint(picked, data):
+    ref, i, j = picked
     coord = data.draw(st.sampled_from([0, 1]))
     shift = data.draw(st.floats(TOL["pixel"] * 2, 40.0)) * data.draw(st.sampled_from([-1, 1]))
     keypoints = ref.keypoints.copy()
@@ -98,10 +97,9 @@ def test_shifting_one_keypoint_fails_and_names_instance_and_keypoint(ref, data):
 
 
 @settings(max_examples=40, deadline=None)
-@given(people(), st.data())
-def test_keypoint_jump_between_equal_heatmap_peaks_is_ambiguous_not_fail(ref, data):
-    i = data.draw(st.integers(0, len(ref) - 1))
-    j = data.draw(st.integers(0, K - 1))
+@given(one_keypoint(people()), st.data())
+def test_keypoint_jump_between_equal_heatmap_peaks_is_ambiguous_not_fail(picked, data):
+    ref, i, j = picked
     jump = data.draw(st.floats(5.0, 40.0))
     keypoints = ref.keypoints.copy()
     keypoints[i, j, 0] += jump
@@ -122,9 +120,9 @@ def test_keypoint_jump_between_equal_heatmap_peaks_is_ambiguous_not_fail(ref, da
 
 
 @settings(max_examples=40, deadline=None)
-@given(people(), st.data())
-def test_tie_does_not_excuse_another_keypoints_failure(ref, data):
-    i = data.draw(st.integers(0, len(ref) - 1))
+@given(one_instance(people()), st.data())
+def test_tie_does_not_excuse_another_keypoints_failure(picked, data):
+    ref, i = picked
     j_tied, j_broken = data.draw(st.permutations(range(K)))[:2]
     keypoints = ref.keypoints.copy()
     keypoints[i, j_tied, 0] += 20.0
@@ -137,10 +135,9 @@ def test_tie_does_not_excuse_another_keypoints_failure(ref, data):
 
 
 @settings(max_examples=40, deadline=None)
-@given(people(), st.data())
-def test_nan_in_keypoints_fails(ref, data):
-    i = data.draw(st.integers(0, len(ref) - 1))
-    j = data.draw(st.integers(0, K - 1))
+@given(one_keypoint(people()), st.data())
+def test_nan_in_keypoints_fails(picked, data):
+    ref, i, j = picked
     c = data.draw(st.integers(0, 2))
     side = data.draw(st.sampled_from(["reference", "candidate"]))
     keypoints = ref.keypoints.copy()
@@ -152,10 +149,9 @@ def test_nan_in_keypoints_fails(ref, data):
 
 
 @settings(max_examples=30, deadline=None)
-@given(people(), st.data())
-def test_changed_keypoint_score_fails(ref, data):
-    i = data.draw(st.integers(0, len(ref) - 1))
-    j = data.draw(st.integers(0, K - 1))
+@given(one_keypoint(people()))
+def test_changed_keypoint_score_fails(picked):
+    ref, i, j = picked
     keypoints = ref.keypoints.copy()
     keypoints[i, j, 2] += 0.05
     result = compare(ref, copy_of(ref, keypoints))
@@ -233,14 +229,13 @@ def test_uses_the_box_matching_from_compare_boxes():
 
 
 @settings(max_examples=20, deadline=None)
-@given(people(), st.data())
-def test_the_candidates_own_peak_gaps_are_compared_not_only_read(ref, data):
+@given(one_keypoint(people()), st.floats(0.05, 5.0))
+def test_the_candidates_own_peak_gaps_are_compared_not_only_read(picked, change):
     # keypoint-rcnn's peak-gap output was read from both sides but used from the reference
     # alone (for ties): the graph's value was never checked. Now it is, like a score.
-    i = data.draw(st.integers(0, len(ref) - 1))
-    j = data.draw(st.integers(0, K - 1))
+    ref, i, j = picked
     gap = ref.keypoint_peak_gap.copy()
-    gap[i, j] += data.draw(st.floats(0.05, 5.0))
+    gap[i, j] += change
     result = compare(ref, copy_of(ref, peak_gap=gap))
     assert result.verdict == Verdict.FAIL
     assert f"instance {i} keypoint {j}" in result.message and "best heatmap peak beats the second" in result.message

@@ -11,7 +11,7 @@ from deploy_parity.compare.instances import Instances
 from deploy_parity.compare.masks import compare_masks, mask_boundary
 from deploy_parity.compare.tolerances import lookup
 from deploy_parity.compare.verdict import Verdict
-from tests.instance_strategies import grid_layout
+from tests.instance_strategies import grid_layout, one_instance
 
 TOL = lookup("masks", "onnxruntime", "fp32")
 ROI = 28  # per-ROI mask resolution, as Mask R-CNN's head
@@ -76,9 +76,9 @@ def test_small_soft_noise_passes(ref, seed):
 
 
 @settings(max_examples=30, deadline=None)
-@given(segmented(), st.data())
-def test_shifted_mask_fails_naming_the_instance(ref, data):
-    i = data.draw(st.integers(0, len(ref) - 1))
+@given(one_instance(segmented()), st.data())
+def test_shifted_mask_fails_naming_the_instance(picked, data):
+    ref, i = picked
     masks = ref.masks.copy()
     masks[i] = np.roll(masks[i], data.draw(st.integers(2, 4)), axis=data.draw(st.integers(0, 1)))
     result = compare(ref, with_masks(ref, masks))
@@ -88,9 +88,9 @@ def test_shifted_mask_fails_naming_the_instance(ref, data):
 
 
 @settings(max_examples=30, deadline=None)
-@given(segmented(), st.data())
-def test_soft_error_beyond_tolerance_fails_even_without_flips(ref, data):
-    i = data.draw(st.integers(0, len(ref) - 1))
+@given(one_instance(segmented()), st.data())
+def test_soft_error_beyond_tolerance_fails_even_without_flips(picked, data):
+    ref, i = picked
     masks = ref.masks.copy()
     # Push one confidently-inside pixel down a little: nothing flips, the soft value does.
     inside = np.argwhere(masks[i] > 0.9)
@@ -102,9 +102,9 @@ def test_soft_error_beyond_tolerance_fails_even_without_flips(ref, data):
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.booleans().flatmap(lambda pasted: segmented(pasted=pasted)), st.data())
-def test_nan_in_a_mask_fails(ref, data):
-    i = data.draw(st.integers(0, len(ref) - 1))
+@given(one_instance(st.booleans().flatmap(lambda pasted: segmented(pasted=pasted))), st.data())
+def test_nan_in_a_mask_fails(picked, data):
+    ref, i = picked
     y = data.draw(st.integers(0, ref.masks.shape[1] - 1))
     x = data.draw(st.integers(0, ref.masks.shape[2] - 1))
     side = data.draw(st.sampled_from(["reference", "candidate"]))

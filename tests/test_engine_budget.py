@@ -6,9 +6,6 @@ they are engines)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from hypothesis import given, settings
 
@@ -18,7 +15,7 @@ from deploy_parity.contracts.bounds import case_bounds
 from deploy_parity.errors import HarnessError
 from deploy_parity.registry import build_registry
 from deploy_parity.strategies import agreement_examples, export_size_example, parity_examples, square_control
-from tests.suite_runs import REPO, suite_env
+from tests.suite_runs import run_pytest
 
 REGISTRY = build_registry(wanted=["pose-rtmo", "detr-tiny", "mask-rcnn-fixed"])
 POSE, DETR, FIXED = (REGISTRY.get(n) for n in ("pose-rtmo", "detr-tiny", "mask-rcnn-fixed"))
@@ -84,9 +81,7 @@ def test_a_bad_budget_is_one_line_naming_the_option(text):
 
 
 def _plan(*args):
-    return subprocess.run([sys.executable, "-m", "pytest", "suites", "-p", "no:cacheprovider", "--engine-plan",
-                           "--backend", "trt-fp32,trt-fp16,onnxrt-trt,torch-cuda-fp32", *args], cwd=REPO,
-                          env=suite_env(), capture_output=True, text=True, timeout=300)
+    return run_pytest("--engine-plan", "--backend", "trt-fp32,trt-fp16,onnxrt-trt,torch-cuda-fp32", *args)
 
 
 def test_the_dry_run_prints_the_plan_for_the_default_zoo_and_builds_nothing(tmp_path):
@@ -108,15 +103,14 @@ def test_a_plan_over_the_budget_exits_1_and_a_bad_budget_is_a_usage_error():
     assert bad.returncode == 4 and "engine budget 'none'" in bad.stderr
 
 
-def test_engine_builds_and_cache_hits_reach_the_run_figures(tmp_path, monkeypatch):
-    from deploy_parity.backends import RunnerContext
+def test_engine_builds_and_cache_hits_reach_the_run_figures(runner_context, monkeypatch):
     from deploy_parity.backends import tensorrt as trt_backends
     from deploy_parity.backends.tensorrt.engine_cache import EngineEnv, make_key
     from deploy_parity.backends.tensorrt.profiles import EngineProfile, ShapeRange
     from deploy_parity.benchmarks.process import measure_process
 
     monkeypatch.setattr(trt_backends, "_CACHES", {})
-    cache = trt_backends.session_engine_cache(RunnerContext(cache_dir=tmp_path))
+    cache = trt_backends.session_engine_cache(runner_context)
     key = make_key("c" * 64, "fp16", {"fp16": True}, [EngineProfile((("images", ShapeRange((1, 3, 64, 64),
                    (1, 3, 64, 64), (1, 3, 64, 64))),))], EngineEnv("10.16.1", "NVIDIA H100 80GB HBM3"))
     for _ in range(3):

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import deploy_parity.backends.tensorrt as tensorrt_backends
-from deploy_parity.backends import BACKENDS, RunnerContext, reference_runner
+from deploy_parity.backends import BACKENDS, reference_runner
 from deploy_parity.case import InputSpec, ModelCase, OutputSpec, SizeSpace
 from deploy_parity.compare.case_outputs import compare_case_outputs
 from deploy_parity.compare.tensors import compare_tensors
@@ -30,6 +30,7 @@ from deploy_parity.backends.pytorch import deploy_runner
 from deploy_parity.backends.pytorch.runner import NO_CUDA, TorchRunner, ieee_fp32
 from deploy_parity.backends.tensorrt.runner import TENSORRT_MISSING, TensorRTRunner
 from models.pose_rtmo import CASE as POSE
+from tests.tiny_cases import export_user_graph
 
 
 class HalfSafeHead(torch.nn.Module):
@@ -231,31 +232,30 @@ def int_size_case(onnx_path=None) -> ModelCase:
 
 @pytest.fixture(scope="module")
 def int32_graph(tmp_path_factory):
-    path = tmp_path_factory.mktemp("int32") / "int32_sizes.onnx"
     args = (torch.rand(1, 3, 32, 64), torch.tensor([[64, 32]], dtype=torch.int32))
-    torch.onnx.export(IntSizeDetector(), args, str(path), dynamo=False, opset_version=17,
-                      input_names=["images", "orig_target_sizes"], output_names=["boxes"],
-                      dynamic_axes={"images": {0: "batch"}, "orig_target_sizes": {0: "batch"}, "boxes": {0: "batch"}})
-    return path
+    return export_user_graph(IntSizeDetector(), tmp_path_factory.mktemp("int32") / "int32_sizes.onnx", args,
+                             ["images", "orig_target_sizes"], ["boxes"],
+                             {"images": {0: "batch"}, "orig_target_sizes": {0: "batch"}, "boxes": {0: "batch"}})
 
 
 @pytest.mark.parametrize("backend", ["trt-fp16", "onnxrt-trt"])
-def test_trt_factories_check_the_graph_before_any_engine_is_built(int32_graph, tmp_path, backend):
+def test_trt_factories_check_the_graph_before_any_engine_is_built(int32_graph, runner_context, backend):
     """A user graph binding int32, a case feeding int64: refused at the factory, naming the input."""
     case = int_size_case(onnx_path=int32_graph)
     target = case.deploy_target(32, 64, ("float32", "int64"))
     with pytest.raises(InputContractError, match="input 'orig_target_sizes'.*binds int32 but the case feeds int64"):
-        BACKENDS[backend].factory(case, target, RunnerContext(cache_dir=tmp_path))
-    assert not (tmp_path / "engines").exists() or not any((tmp_path / "engines").glob("*.engine"))
+        BACKENDS[backend].factory(case, target, runner_context)
+    engines = runner_context.cache_dir / "engines"
+    assert not engines.exists() or not any(engines.glob("*.engine"))
 
 
-def test_trt_factory_builds_nothing_until_activated(int32_graph, tmp_path):
+def test_trt_factory_builds_nothing_until_activated(int32_graph, runner_context):
     case = int_size_case(onnx_path=int32_graph)
     runner = BACKENDS["trt-fp32"].factory(case, case.deploy_target(32, 64, ("float32", "int32")),
-                                          RunnerContext(cache_dir=tmp_path))
+                                          runner_context)
     assert isinstance(runner, TensorRTRunner) and not runner.is_active
     assert runner.case_metas["orig_target_sizes"].dtypes == ("int32",)
-    assert not (tmp_path / "engines").exists()
+    assert not (runner_context.cache_dir / "engines").exists()
 
 
 # ------------------------------------------------------------------- GPU tests
@@ -302,15 +302,15 @@ def run_against_reference(backend_name, case, height, width, batch, context):
     pytest.param("torch-cuda-autocast", marks=needs("torch-cuda-autocast")),
     pytest.param("onnxrt-cuda", marks=needs("onnxrt-cuda")),
 ])
-def test_gpu_backend_matches_the_cpu_reference_on_the_pose_model(backend_name, tmp_path):
-    run_against_reference(backend_name, POSE, 128, 192, 2, RunnerContext(cache_dir=tmp_path))
+def test_gpu_backend_matches_the_cpu_reference_on_the_pose_model(backend_name, runner_context):
+    run_against_reference(backend_name, POSE, 128, 192, 2, runner_context)
 
 
 @requires("onnxrt-trt")
-def test_onnxrt_trt_says_where_tensorrt_ran_the_pose_model(tmp_path):
+def test_onnxrt_trt_says_where_tensorrt_ran_the_pose_model(runner_context):
     """TensorRT's provider leaves what TensorRT cannot take to CUDA: the run counts as
     TensorRT's only with part of the graph on TensorRT, and says how much (issue 22, item 7)."""
-    runner = run_against_reference("onnxrt-trt", POSE, 128, 192, 2, RunnerContext(cache_dir=tmp_path))
+    runner = run_against_reference("onnxrt-trt", POSE, 128, 192, 2, runner_context)
     placement = runner.placement
     assert placement is not None and placement.partitions(TRT_PROVIDER), placement
     assert set(placement.nodes_by_provider()) <= {TRT_PROVIDER, "CUDAExecutionProvider", "CPUExecutionProvider"}
@@ -333,16 +333,15 @@ def test_torch_cuda_half_matches_cpu_fp32_within_the_fp16_row():
     pytest.param("trt-fp32", marks=needs("trt-fp32")),
     pytest.param("trt-fp16", marks=needs("trt-fp16")),
 ])
-def test_trt_engine_is_built_cached_and_refuses_shapes_outside_its_profile(backend_name, tmp_path):
-    context = RunnerContext(cache_dir=tmp_path)
-    runner = run_against_reference(backend_name, POSE, 128, 192, 2, context)
-    cache = tensorrt_backends.session_engine_cache(context)
+def test_trt_engine_is_built_cached_and_refuses_shapes_outside_its_profile(backend_name, runner_context):
+    runner = run_against_reference(backend_name, POSE, 128, 192, 2, runner_context)
+    cache = tensorrt_backends.session_engine_cache(runner_context)
     assert cache.stats.builds == 1
-    engines = list((tmp_path / "engines").glob("*.engine"))
+    engines = list((runner_context.cache_dir / "engines").glob("*.engine"))
     assert len(engines) == 1 and engines[0].with_name(engines[0].name + ".json").is_file()
 
     target = POSE.deploy_target(128, 192, ("float32",))
-    again = BACKENDS[backend_name].factory(POSE, target, context)
+    again = BACKENDS[backend_name].factory(POSE, target, runner_context)
     with again:
         assert cache.stats.hits == 1 and cache.stats.builds == 1  # loaded, not rebuilt
         batch = again.get_input_metadata()["images"].shape[0]
@@ -355,10 +354,10 @@ def test_trt_engine_is_built_cached_and_refuses_shapes_outside_its_profile(backe
 
 
 @requires("trt-fp32")
-def test_trt_engine_binding_int32_refuses_an_int64_feed(int32_graph, tmp_path):
+def test_trt_engine_binding_int32_refuses_an_int64_feed(int32_graph, runner_context):
     case = int_size_case(onnx_path=int32_graph)
     runner = BACKENDS["trt-fp32"].factory(case, case.deploy_target(32, 64, ("float32", "int32")),
-                                          RunnerContext(cache_dir=tmp_path))
+                                          runner_context)
     with runner:
         assert runner.get_input_metadata()["orig_target_sizes"].dtypes == ("int32",)  # read from the engine
         feed = make_feed(case, 32, 64, 1, seed=0, dtypes=("float32", "int64"))

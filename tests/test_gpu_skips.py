@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 import deploy_parity.backends.capabilities as gpu
 from deploy_parity.backends import BACKENDS
+from tests.suite_runs import REPO, run_pytest, run_python
 
-ROOT = Path(__file__).resolve().parents[1]
 GPU_NAMES = ["torch-cuda-fp32", "torch-cuda-fp16", "torch-cuda-autocast", "onnxrt-cuda", "onnxrt-trt",
              "trt-fp32", "trt-tf32", "trt-fp16"]
 
@@ -101,13 +97,8 @@ def test_reasons_on_this_machine_match_what_it_has():
             assert ("TensorRT is not installed" in reason) == (not has_trt)
 
 
-def run_python(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
-
-
 def test_importing_the_gpu_modules_imports_no_tensorrt():
-    result = run_python(
+    result = run_python("-c", textwrap.dedent(
         """
         import sys
         import deploy_parity
@@ -128,8 +119,7 @@ def test_importing_the_gpu_modules_imports_no_tensorrt():
         if "TensorrtExecutionProvider" not in onnxruntime.get_available_providers():
             assert "tensorrt" not in sys.modules, "unavailable() imported tensorrt"
         print("ok")
-        """
-    )
+        """), timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
 
@@ -138,12 +128,8 @@ def test_importing_the_gpu_modules_imports_no_tensorrt():
 @pytest.mark.skipif(BACKENDS["trt-fp16"].unavailable() is None, reason="trt-fp16 can run here: nothing to skip")
 def test_suite_items_on_an_unavailable_gpu_backend_skip_with_the_reason():
     """End to end through fixtures/selection.py: the parity suite on trt-fp16 skips, saying why."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "suites/test_parity.py::test_determinism", "--backend", "trt-fp16",
-         "--model", "pose-rtmo", "-rs", "-q", "-p", "no:cacheprovider"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
-    )
+    result = run_pytest("--backend", "trt-fp16", "--model", "pose-rtmo", "-rs", "-q",
+                        target="suites/test_parity.py::test_determinism", env={"PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 skipped" in result.stdout
     assert f"backend trt-fp16 unavailable: {BACKENDS['trt-fp16'].unavailable()}" in " ".join(result.stdout.split())

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pytest
 
 from reports.history import HistoryStore, RunIdentity, worst_by_group
 from reports.regressions import ABSOLUTE_FLOORS, REGRESSION_FACTOR, find_regressions, is_regression
-from tests.suite_runs import REPO, run_suite
+from tests.suite_runs import run_suite, start_suite
 
 GROUP = ("pose-rtmo", "onnxrt-cpu", "fp32", "parity")
 
@@ -102,14 +100,6 @@ def test_nan_errors_count_as_the_worst(tmp_path):
 # ---------------------------------------------------------------------- killed run
 
 
-def start_suite(reports: Path, db: Path, cache: Path, *args: str) -> subprocess.Popen:
-    """`pytest suites ...` in the background (as tests/suite_runs.run_suite, but not waited for)."""
-    command = [sys.executable, "-m", "pytest", "suites", "-p", "no:cacheprovider", "--hypothesis-profile", "ci",
-               "--reports-dir", str(reports), "--parity-cache-dir", str(cache), "--history-db", str(db), *args]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "HYPOTHESIS_"))}
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 def case_rows(db: Path, run_id: int) -> int:
     if not db.is_file():
         return 0
@@ -130,7 +120,7 @@ def test_run_killed_midway_keeps_its_rows_and_is_never_a_baseline(tmp_path):
     assert first.returncode == 0, first.output[-3000:]
     first_id = first.run_summary["history"]["run_id"]
 
-    killed = start_suite(tmp_path / "killed", db, cache, *args)
+    killed = start_suite(tmp_path / "killed", cache, *args, history=str(db), output=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 600
         while case_rows(db, first_id + 1) < 3 and killed.poll() is None and time.monotonic() < deadline:

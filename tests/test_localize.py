@@ -15,11 +15,10 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from deploy_parity.backends import BACKENDS, RunnerContext, onnx_for
+from deploy_parity.backends import BACKENDS, onnx_for
 from deploy_parity.compare.case_outputs import compare_case_outputs
 from deploy_parity.compare.verdict import Verdict, combine
 from deploy_parity.localize import localise, node_scope
-from deploy_parity.pool import RunnerPool
 from deploy_parity.registry import build_registry
 from deploy_parity.strategies import ParityExample
 from tests.suite_runs import PARITY_ONLY, run_suite
@@ -38,11 +37,6 @@ BROKEN = {
 }
 
 
-@pytest.fixture(scope="module")
-def pool(tmp_path_factory):
-    return RunnerPool(RunnerContext(cache_dir=tmp_path_factory.mktemp("cache")))
-
-
 def localise_case(pool, case, replay, backend="onnxrt-cpu"):
     example = ParityExample.parse(replay)
 
@@ -55,25 +49,25 @@ def localise_case(pool, case, replay, backend="onnxrt-cpu"):
 
 
 @pytest.mark.parametrize("name", sorted(BROKEN))
-def test_each_broken_variant_is_attributed_to_its_stage_and_module(pool, name):
+def test_each_broken_variant_is_attributed_to_its_stage_and_module(module_pool, name):
     replay, stage, module = BROKEN[name]
-    found = localise_case(pool, REGISTRY.get(name), replay)
+    found = localise_case(module_pool, REGISTRY.get(name), replay)
     assert found.stage == stage, found.describe()
     assert found.layer is not None and found.layer["module"] == module, found.describe()
     assert found.layer["inputs_agree"], found.describe()
     assert found.seconds < 60
 
 
-def test_the_fixed_models_break_nowhere(pool):
-    found = localise_case(pool, REGISTRY.get("pose-rtmo"), BROKEN["pose-rtmo-broken"][0])
+def test_the_fixed_models_break_nowhere(module_pool):
+    found = localise_case(module_pool, REGISTRY.get("pose-rtmo"), BROKEN["pose-rtmo-broken"][0])
     assert found.stage is None and found.layer is None, found.describe()
 
 
-def test_a_conv_scaled_in_a_users_graph_is_named_and_blamed_on_the_export(pool, tmp_path):
+def test_a_conv_scaled_in_a_users_graph_is_named_and_blamed_on_the_export(module_pool, tmp_path):
     case = REGISTRY.get("detr-tiny")
     example = "h=96,w=128,batch=1,dtypes=float32+int64,seed=3"
     parsed = ParityExample.parse(example)
-    source = onnx_for(case, case.deploy_target(parsed.height, parsed.width, parsed.dtypes), pool.context)
+    source = onnx_for(case, case.deploy_target(parsed.height, parsed.width, parsed.dtypes), module_pool.context)
     model = onnx.load(str(source))
     convs = [node for node in model.graph.node if node.op_type == "Conv"]
     conv = convs[len(convs) // 2]  # one in the middle of the backbone
@@ -83,7 +77,7 @@ def test_a_conv_scaled_in_a_users_graph_is_named_and_blamed_on_the_export(pool, 
     onnx.save(model, str(edited))
     before = edited.read_bytes()
 
-    found = localise_case(pool, replace(case, name="users-detr", onnx_path=edited), example)
+    found = localise_case(module_pool, replace(case, name="users-detr", onnx_path=edited), example)
 
     assert found.stage == "export", found.describe()
     assert found.layer["node"] == conv.name, found.describe()
@@ -132,13 +126,13 @@ def test_module_outputs_held_by_plain_objects_are_seen_once():
 
 
 @pytest.mark.slow  # exports torchvision's Keypoint R-CNN
-def test_a_conv_scaled_past_torchvisions_transform_is_named_not_the_transform(pool, tmp_path):
+def test_a_conv_scaled_past_torchvisions_transform_is_named_not_the_transform(module_pool, tmp_path):
     """The transform's output is compared (an ImageList), so it must agree when the break
     lies later: a backbone conv scaled in a user's tv-keypoint-rcnn graph is named."""
     case = REGISTRY.get("tv-keypoint-rcnn")
     example = "h=128,w=160,batch=1,dtypes=float32,seed=3"
     parsed = ParityExample.parse(example)
-    source = onnx_for(case, case.deploy_target(parsed.height, parsed.width, parsed.dtypes), pool.context)
+    source = onnx_for(case, case.deploy_target(parsed.height, parsed.width, parsed.dtypes), module_pool.context)
     model = onnx.load(str(source))
     convs = [node for node in model.graph.node if node.op_type == "Conv" and "backbone" in node.name]
     conv = convs[len(convs) // 2]
@@ -147,7 +141,7 @@ def test_a_conv_scaled_past_torchvisions_transform_is_named_not_the_transform(po
     edited = tmp_path / "users_keypoint_rcnn.onnx"
     onnx.save(model, str(edited))
 
-    found = localise_case(pool, replace(case, name="users-kprcnn", onnx_path=edited), example)
+    found = localise_case(module_pool, replace(case, name="users-kprcnn", onnx_path=edited), example)
 
     assert found.stage == "export", found.describe()
     assert found.layer["node"] == conv.name, found.describe()

@@ -193,15 +193,7 @@ def test_a_graph_without_scopes_is_not_localised_and_says_why(tmp_path):
 
 # ------------------------------------------------------------ through the chain, on zoo graphs
 
-@pytest.fixture(scope="module")
-def pool(tmp_path_factory):
-    from deploy_parity.backends import RunnerContext
-    from deploy_parity.pool import RunnerPool
-
-    return RunnerPool(RunnerContext(cache_dir=tmp_path_factory.mktemp("cache")))
-
-
-def test_an_unscoped_node_inserted_in_a_users_graph_is_named(pool, tmp_path):
+def test_an_unscoped_node_inserted_in_a_users_graph_is_named(module_pool, tmp_path):
     from deploy_parity.backends import onnx_for
     from deploy_parity.registry import build_registry
     from deploy_parity.strategies import ParityExample
@@ -211,7 +203,7 @@ def test_an_unscoped_node_inserted_in_a_users_graph_is_named(pool, tmp_path):
     example = "h=128,w=192,batch=1,dtypes=float32,seed=0"
     parsed = ParityExample.parse(example)
     model = onnx.load(str(onnx_for(case, case.deploy_target(parsed.height, parsed.width, parsed.dtypes),
-                                   pool.context)))
+                                   module_pool.context)))
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     tensor = convs[len(convs) // 2].output[0]
     for node in model.graph.node:
@@ -222,7 +214,7 @@ def test_an_unscoped_node_inserted_in_a_users_graph_is_named(pool, tmp_path):
     edited = tmp_path / "users_rtmo.onnx"
     onnx.save(model, str(edited))
 
-    found = localise_case(pool, replace(case, name="users-rtmo", onnx_path=edited), example)
+    found = localise_case(module_pool, replace(case, name="users-rtmo", onnx_path=edited), example)
 
     assert found.stage == "export", found.describe()
     assert found.layer["node"] == "my_mul" and found.layer["module"] is None, found.describe()
@@ -236,7 +228,7 @@ REAL = ["tv-fcos", "tv-keypoint-rcnn", "tv-mask-rcnn", "yolo-pose", "yolo-seg"]
 
 
 @pytest.mark.parametrize("name", ZOO + [pytest.param(n, marks=pytest.mark.slow) for n in REAL])
-def test_the_localiser_blames_nothing_on_a_correct_export(pool, name):
+def test_the_localiser_blames_nothing_on_a_correct_export(module_pool, name):
     """The module-level search run directly on the harness's own (correct) graph, at a
     rectangle: every module agrees or is passed over, none is named."""
     from deploy_parity.backends import BACKENDS, onnx_for
@@ -244,14 +236,14 @@ def test_the_localiser_blames_nothing_on_a_correct_export(pool, name):
     from deploy_parity.strategies import ParityExample
 
     case = build_registry(wanted=[name]).get(name)
-    bounds = pool.bounds(case, BACKENDS["onnxrt-cpu"])
+    bounds = module_pool.bounds(case, BACKENDS["onnxrt-cpu"])
     m = bounds.multiple_of
     h, w = (bounds.fixed_height, bounds.fixed_width) if bounds.fixed_height else (
         -(-bounds.min_side // m) * m, -(-int(bounds.min_side * 1.5) // m) * m)
     example = ParityExample(h, w, 1, bounds.default_dtypes(case), 3)
     target = case.deploy_target(h, w, example.dtypes)
-    model = onnx.load(str(onnx_for(case, target, pool.context)))
-    feed = pool.feed(case, example)
+    model = onnx.load(str(onnx_for(case, target, module_pool.context)))
+    feed = module_pool.feed(case, example)
     module = case.build_deploy(target).eval()
     args = [torch.from_numpy(np.ascontiguousarray(feed[n])) for n in case.input_names]
     values = run_with_intermediates(model, feed)
@@ -261,14 +253,14 @@ def test_the_localiser_blames_nothing_on_a_correct_export(pool, name):
 
 
 @pytest.mark.slow  # exports torchvision's Keypoint R-CNN
-def test_torchvisions_traced_resize_is_named_with_both_sizes(pool):
+def test_torchvisions_traced_resize_is_named_with_both_sizes(module_pool):
     """The default transform resizes in float32 when traced and in float64 eagerly: the
     graph makes 127x127 of a 97x97 image where eager makes 128x128. The message says so."""
     from deploy_parity.registry import build_registry
     from tests.test_localize import localise_case
 
     case = build_registry(wanted=["tv-keypoint-rcnn-default-resize"]).get("tv-keypoint-rcnn-default-resize")
-    found = localise_case(pool, case, "h=97,w=97,batch=1,dtypes=float32,seed=0")
+    found = localise_case(module_pool, case, "h=97,w=97,batch=1,dtypes=float32,seed=0")
     assert found.stage == "export" and found.layer["module"] == "detector.transform", found.describe()
     assert "the graph resizes 1x3x97x97 to 1x3x127x127" in found.describe(), found.describe()
     assert "the deploy module 1x3x97x97 to 1x3x128x128" in found.describe(), found.describe()

@@ -4,25 +4,16 @@ names the changed node, never another."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import onnx
 import pytest
 
-from deploy_parity.backends import BACKENDS, RunnerContext, onnx_for
+from deploy_parity.backends import BACKENDS, onnx_for
 from deploy_parity.localize import run_with_intermediates
 from deploy_parity.mutate import OPERATORS, plant, self_test
-from deploy_parity.pool import RunnerPool
 from deploy_parity.registry import build_registry
 from deploy_parity.strategies import export_size_example
-from tests.suite_runs import REPO, suite_env
-
-
-@pytest.fixture(scope="module")
-def pool(tmp_path_factory):
-    return RunnerPool(RunnerContext(cache_dir=tmp_path_factory.mktemp("cache")))
+from tests.suite_runs import run_python
 
 
 def graph_and_values(pool, name):
@@ -34,8 +25,8 @@ def graph_and_values(pool, name):
     return model, feed, {**feed, **run_with_intermediates(model, feed)}
 
 
-def test_each_operator_makes_a_valid_graph_that_changes_the_output_where_it_says(pool):
-    model, feed, values = graph_and_values(pool, "pose-rtmo")
+def test_each_operator_makes_a_valid_graph_that_changes_the_output_where_it_says(module_pool):
+    model, feed, values = graph_and_values(module_pool, "pose-rtmo")
     mutants = plant(model, values, per_operator=1)
     assert {m.operator for m in mutants} == set(OPERATORS)
     original = run_with_intermediates(model, feed, [])
@@ -49,13 +40,13 @@ def test_each_operator_makes_a_valid_graph_that_changes_the_output_where_it_says
         assert len(mutant.model.graph.node) - len(model.graph.node) in (-1, 0, 1)
         changed = run_with_intermediates(mutant.model, feed, [])
         assert set(changed) == set(original)
-    assert model.SerializeToString() == graph_and_values(pool, "pose-rtmo")[0].SerializeToString()  # untouched
+    assert model.SerializeToString() == graph_and_values(module_pool, "pose-rtmo")[0].SerializeToString()  # untouched
 
 
 @pytest.mark.parametrize("name", ["pose-rtmo", "detr-tiny"])
-def test_the_self_test_catches_and_localises_planted_changes(pool, tmp_path, name):
+def test_the_self_test_catches_and_localises_planted_changes(module_pool, tmp_path, name):
     case = build_registry(wanted=[name]).get(name)
-    report = self_test(case, pool, examples=6, workdir=tmp_path, progress=lambda line: None)
+    report = self_test(case, module_pool, examples=6, workdir=tmp_path, progress=lambda line: None)
     print(report.summary())
     assert report.live >= 6, report.summary()
     assert report.count("wrong") == 0, report.to_record()
@@ -67,15 +58,13 @@ def test_the_self_test_catches_and_localises_planted_changes(pool, tmp_path, nam
 
 
 def test_the_command_refuses_an_unknown_operator_in_one_line(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "deploy_parity.mutate", "pose-rtmo", "--operators", "scale-weight,melt",
-                          "--out", str(tmp_path)], cwd=REPO, env=suite_env(), capture_output=True, text=True,
-                         timeout=120)
+    run = run_python("-m", "deploy_parity.mutate", "pose-rtmo", "--operators", "scale-weight,melt", "--out",
+                     str(tmp_path), timeout=120)
     assert run.returncode == 2
     assert "--operators: unknown ['melt']" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_the_command_refuses_an_unknown_model_in_one_line(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "deploy_parity.mutate", "no-such-model", "--out", str(tmp_path)],
-                         cwd=REPO, env=suite_env(), capture_output=True, text=True, timeout=120)
+    run = run_python("-m", "deploy_parity.mutate", "no-such-model", "--out", str(tmp_path), timeout=120)
     assert run.returncode == 2, run.stderr
     assert run.stderr.startswith("error:") and "no-such-model" in run.stderr and "Traceback" not in run.stderr

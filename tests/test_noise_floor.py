@@ -148,33 +148,28 @@ def test_a_model_not_robust_to_fp16_is_reported_as_such_apart_from_the_engine():
     assert robustness(_noise(corner_px=3.96), Judge("onnxrt-cpu", "fp32").row) is None
 
 
-def test_self_comparison_and_the_shared_reference_say_what_they_compare(tmp_path):
+def test_self_comparison_and_the_shared_reference_say_what_they_compare(pool):
     from deploy_parity import InputSpec, ModelCase, SizeSpace
     from deploy_parity.adapters import MMDeployDetections
-    from deploy_parity.backends import BACKENDS, RunnerContext
+    from deploy_parity.backends import BACKENDS
     from deploy_parity.check import check_batch_consistency, check_parity
-    from deploy_parity.pool import RunnerPool
     from deploy_parity.strategies import ParityExample
     from tests.noisy_cases import NoisyDetector
 
     case = ModelCase(name="noisy-self", build_reference=lambda: NoisyDetector().eval(),
                      inputs=(InputSpec("images", "image", ("float32",)),), adapter=MMDeployDetections(dets="dets"),
                      sizes=SizeSpace(min_side=32, max_side=96), max_batch=2)
-    pool = RunnerPool(RunnerContext(cache_dir=tmp_path))
-    try:
-        example = ParityExample(48, 80, 2, ("float32",), 3)
-        result = check_parity(pool, case, BACKENDS["torch-cpu"], example)
-        assert result.verdict == Verdict.PASS, result.summary()
-        assert result.message.startswith("self-comparison: noisy-self has no build_deploy")
-        batch = check_batch_consistency(pool, case, BACKENDS["torch-cpu"], example)
-        assert batch.verdict == Verdict.PASS, batch.summary()
-        # The batch check is judged with the same noise model as parity.
-        boxes = [c for c in batch.comparisons if c.kind == "boxes"]
-        assert boxes and all(c.noise["corner_px"]["how"] == "float64 shadow" for c in boxes)
-        # One reference run (and one shadow) for the example, shared by both checks.
-        assert pool.reference_runs == 1
-    finally:
-        pool.close()
+    example = ParityExample(48, 80, 2, ("float32",), 3)
+    result = check_parity(pool, case, BACKENDS["torch-cpu"], example)
+    assert result.verdict == Verdict.PASS, result.summary()
+    assert result.message.startswith("self-comparison: noisy-self has no build_deploy")
+    batch = check_batch_consistency(pool, case, BACKENDS["torch-cpu"], example)
+    assert batch.verdict == Verdict.PASS, batch.summary()
+    # The batch check is judged with the same noise model as parity.
+    boxes = [c for c in batch.comparisons if c.kind == "boxes"]
+    assert boxes and all(c.noise["corner_px"]["how"] == "float64 shadow" for c in boxes)
+    # One reference run (and one shadow) for the example, shared by both checks.
+    assert pool.reference_runs == 1
 
 
 def test_one_unstable_box_does_not_widen_the_others_and_is_a_knife_edge_itself():

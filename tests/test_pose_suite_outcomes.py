@@ -80,21 +80,14 @@ def test_fixed_pose_passes(tmp_path):
 
 @pytest.mark.parametrize("side", [64, 128, 192])
 @pytest.mark.parametrize("backend", ["torch-cpu", "onnxrt-cpu"])
-def test_broken_pose_passes_on_square_input(side, backend, tmp_path):
+def test_broken_pose_passes_on_square_input(side, backend, pool):
     """The bug is invisible on a square input: that is why a square smoke test hid it."""
-    from deploy_parity.backends import RunnerContext
-    from deploy_parity.pool import RunnerPool
-
     case = build_registry().get("pose-rtmo-broken")
-    pool = RunnerPool(RunnerContext(cache_dir=tmp_path))
-    try:
-        for batch in (1, 2):
-            result = check_parity(pool, case, BACKENDS[backend], ParityExample(side, side, batch, ("float32",), 3))
-            assert result.verdict == Verdict.PASS, result.summary()
-        rectangular = check_parity(pool, case, BACKENDS[backend], ParityExample(side, side + 32, 1, ("float32",), 3))
-        assert rectangular.verdict == Verdict.FAIL
-    finally:
-        pool.close()
+    for batch in (1, 2):
+        result = check_parity(pool, case, BACKENDS[backend], ParityExample(side, side, batch, ("float32",), 3))
+        assert result.verdict == Verdict.PASS, result.summary()
+    rectangular = check_parity(pool, case, BACKENDS[backend], ParityExample(side, side + 32, 1, ("float32",), 3))
+    assert rectangular.verdict == Verdict.FAIL
 
 
 def test_batch_broken_pose_fails_only_with_batch_two_or_more(tmp_path):

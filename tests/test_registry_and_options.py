@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -11,7 +9,7 @@ import pytest
 from deploy_parity.backends import select_backends
 from deploy_parity.errors import HarnessError, ModelCaseError, UnknownNameError
 from deploy_parity.registry import build_registry
-from tests.suite_runs import REPO
+from tests.suite_runs import run_pytest
 
 
 def test_default_run_leaves_broken_variants_out():
@@ -30,13 +28,8 @@ def test_unknown_backend_lists_the_known_ones():
         select_backends(["tensorflow"])
 
 
-def pytest_cli(*args):
-    return subprocess.run([sys.executable, "-m", "pytest", "suites", "-p", "no:cacheprovider", *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
-
-
 def test_unknown_model_option_is_a_usage_error():
-    done = pytest_cli("--model", "nope", "--collect-only")
+    done = run_pytest("--model", "nope", "--collect-only")
     assert done.returncode == 4  # pytest's usage-error exit code, not "no tests" (5)
     assert "unknown model nope; known models:" in done.stderr
 
@@ -57,10 +50,11 @@ def test_user_module_by_path_and_env(tmp_path, monkeypatch):
     assert "my-pose" in build_registry([str(module)]).names()
     monkeypatch.setenv("PARITY_MODEL_MODULES", str(module))
     assert "my-pose" in build_registry().names()
-    done = pytest_cli("--model-module", str(module), "--list-models")
+    done = run_pytest("--model-module", str(module), "--list-models", env={"PARITY_MODEL_MODULES": str(module)})
     assert done.returncode == 0, done.stderr
     assert "my-pose" in done.stdout and "onnxrt-cpu" in done.stdout
-    done = pytest_cli("--model-module", str(module), "--model", "my-pose", "--collect-only", "-q")
+    done = run_pytest("--model-module", str(module), "--model", "my-pose", "--collect-only", "-q",
+                      env={"PARITY_MODEL_MODULES": str(module)})
     assert "test_parity[my-pose@onnxrt-cpu]" in done.stdout
 
 
@@ -84,10 +78,8 @@ def test_model_module_alone_collects_no_zoo_case_and_imports_no_zoo(tmp_path):
             zoo = sorted(m for m in sys.modules if m == "models" or m.startswith("models."))
             print("ZOO MODULES:", zoo, "TORCHVISION:", "torchvision" in sys.modules)
     """))
-    done = subprocess.run([sys.executable, "-m", "pytest", "suites", "-p", "no:cacheprovider", "-p", "conftest_probe",
-                           "--model-module", str(empty), "--collect-only", "-q"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)})
+    done = run_pytest("-p", "conftest_probe", "--model-module", str(empty), "--collect-only", "-q",
+                      env={"PYTHONPATH": str(tmp_path)})
     assert "ZOO MODULES: [] TORCHVISION: False" in done.stdout, done.stdout + done.stderr
     assert done.returncode == 4, done.stdout + done.stderr  # a usage error, not a quiet "no tests" (5)
     assert f"no model case to run: {empty} defines none in its default run" in done.stderr
@@ -114,10 +106,8 @@ def test_a_run_of_one_model_imports_only_its_module(tmp_path):
                          and m.split(".")[1] not in ("scenes", "training", "rcnn_decoding"))
             print("ZOO MODULES:", zoo, "TORCHVISION:", "torchvision" in sys.modules)
     """))
-    done = subprocess.run([sys.executable, "-m", "pytest", "suites", "-p", "no:cacheprovider", "-p", "conftest_probe",
-                           "--model", "pose-rtmo", "--collect-only", "-q"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)})
+    done = run_pytest("-p", "conftest_probe", "--model", "pose-rtmo", "--collect-only", "-q",
+                      env={"PYTHONPATH": str(tmp_path)})
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ZOO MODULES: ['models.pose_rtmo'] TORCHVISION: False" in done.stdout, done.stdout + done.stderr
     assert "pose-rtmo@onnxrt-cpu" in done.stdout
@@ -131,15 +121,10 @@ def test_an_unknown_model_still_lists_every_zoo_case():
 
 def test_cases_bringing_their_own_graph_export_nothing_until_a_test_opens_it(tmp_path):
     """onnx_path given as a function: importing, listing and collecting make no graph."""
-    import os
-
     cache = tmp_path / "cache"
-    done = subprocess.run([sys.executable, "-m", "pytest", "suites", "-p", "no:cacheprovider", "--collect-only", "-q",
-                           "--model", "yolo-pose-fixed-export,tv-fcos-fixed-export", "--parity-cache-dir", str(cache),
-                           "--reports-dir", str(tmp_path / "reports")],
-                          cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PARITY_CACHE_DIR": str(cache),
-                               "YOLO_CONFIG_DIR": str(tmp_path / "yolo")})
+    done = run_pytest("--collect-only", "-q", "--model", "yolo-pose-fixed-export,tv-fcos-fixed-export",
+                      "--parity-cache-dir", str(cache), "--reports-dir", str(tmp_path / "reports"),
+                      env={"PARITY_CACHE_DIR": str(cache), "YOLO_CONFIG_DIR": str(tmp_path / "yolo")})
     assert done.returncode == 0, done.stdout + done.stderr
     assert "yolo-pose-fixed-export@onnxrt-cpu" in done.stdout and "tv-fcos-fixed-export@onnxrt-cpu" in done.stdout
     assert not list(tmp_path.rglob("*.onnx")), sorted(tmp_path.rglob("*"))
@@ -167,7 +152,7 @@ def test_listing_a_resnet50_detector_case_builds_no_model(tmp_path):
     README's user example no longer builds a ResNet-50 to list its case."""
     module = tmp_path / "my_detectors.py"
     module.write_text(textwrap.dedent(RESNET50_CASES))
-    done = pytest_cli("--model-module", str(module), "--list-models")
+    done = run_pytest("--model-module", str(module), "--list-models")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "my-resnet50-detector" in done.stdout
     assert not (tmp_path / "my_detectors.py.built").exists()

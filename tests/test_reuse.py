@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from dataclasses import replace
 
 import numpy as np
@@ -12,15 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-from deploy_parity.backends import BACKENDS, RunnerContext
+from deploy_parity.backends import BACKENDS
 from deploy_parity.backends.pytorch.runner import TorchRunner
 from deploy_parity.check import check_parity
 from deploy_parity.contracts import DimRange, TensorMeta
 from deploy_parity.export import onnx_exporter
 from deploy_parity.inputs import FeedCache, make_feed
-from deploy_parity.pool import RunnerPool
 from deploy_parity.strategies import ParityExample
-from tests.suite_runs import REPO, run_suite
+from tests.suite_runs import run_pytest, run_suite
 from tests.tiny_cases import tiny_case, write_cases_module
 
 
@@ -69,17 +66,13 @@ def test_a_module_writing_into_its_input_does_not_change_the_shared_feed():
     np.testing.assert_allclose(out, 2.0 * before.mean(axis=(2, 3)), rtol=1e-6)
 
 
-def test_the_pool_counts_feeds_and_activations_and_reuses_runners(tmp_path):
+def test_the_pool_counts_feeds_and_activations_and_reuses_runners(pool):
     case = tiny_case()
-    pool = RunnerPool(RunnerContext(cache_dir=tmp_path))
-    try:
-        example = ParityExample(48, 64, 1, ("float32",), 0)
-        for backend in ("torch-cpu", "onnxrt-cpu"):
-            for _ in range(2):
-                assert check_parity(pool, case, BACKENDS[backend], example).verdict.value == "pass"
-        figures = pool.figures()
-    finally:
-        pool.close()
+    example = ParityExample(48, 64, 1, ("float32",), 0)
+    for backend in ("torch-cpu", "onnxrt-cpu"):
+        for _ in range(2):
+            assert check_parity(pool, case, BACKENDS[backend], example).verdict.value == "pass"
+    figures = pool.figures()
     # Four candidate runs, one reference run and one float64 shadow run: all one feed.
     assert figures["feeds_served"] == 6 and figures["feeds_rendered"] == 1 and figures["feeds_distinct"] == 1
     # The reference's answer (and its shadow) computed once and shared by both backends.
@@ -89,7 +82,7 @@ def test_the_pool_counts_feeds_and_activations_and_reuses_runners(tmp_path):
     assert figures["compare_seconds"] > 0 and figures["activate_seconds"] > 0
 
 
-def test_an_export_cache_hit_builds_no_module(tmp_path):
+def test_an_export_cache_hit_builds_no_module(runner_context):
     builds = []
     base = tiny_case()
 
@@ -99,18 +92,18 @@ def test_an_export_cache_hit_builds_no_module(tmp_path):
 
     case = replace(base, build_deploy=counting_build)
     target = case.deploy_target(48, 64, ("float32",))
-    options = RunnerContext(cache_dir=tmp_path).export_options
-    first = onnx_exporter.export_onnx(case, target, options, tmp_path)
+    options, cache = runner_context.export_options, runner_context.cache_dir
+    first = onnx_exporter.export_onnx(case, target, options, cache)
     assert len(builds) == 1  # built once: hashed, and exported from the same module
     hits = onnx_exporter.STATS.cache_hits
     for _ in range(3):
-        assert onnx_exporter.export_onnx(case, target, options, tmp_path) == first
+        assert onnx_exporter.export_onnx(case, target, options, cache) == first
     assert onnx_exporter.STATS.cache_hits == hits + 3 and len(builds) == 1
     # A new process finds the entry on disk: one build to hash the case, then none.
     onnx_exporter._FINGERPRINTS.clear()
     onnx_exporter._VERIFIED.clear()
-    assert onnx_exporter.export_onnx(case, target, options, tmp_path) == first
-    assert onnx_exporter.export_onnx(case, target, options, tmp_path) == first
+    assert onnx_exporter.export_onnx(case, target, options, cache) == first
+    assert onnx_exporter.export_onnx(case, target, options, cache) == first
     assert len(builds) == 2 and onnx_exporter.STATS.cache_hits == hits + 5
 
 
@@ -123,8 +116,7 @@ def test_the_export_key_follows_the_build_functions_file(tmp_path):
 
 
 def test_suite_items_of_one_model_and_backend_run_together():
-    done = subprocess.run([sys.executable, "-m", "pytest", "suites", "--collect-only", "-q", "-p", "no:cacheprovider",
-                           "--model", "pose-rtmo"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = run_pytest("--collect-only", "-q", "--model", "pose-rtmo")
     assert done.returncode == 0, done.stdout + done.stderr
     ids = [line for line in done.stdout.splitlines() if "::" in line]
     groups = [re.search(r"\[(.+)\]$", i).group(1) for i in ids]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from deploy_parity.backends import BACKENDS, RunnerContext, reference_runner
+from deploy_parity.backends import BACKENDS, reference_runner
 from deploy_parity.contracts import DimRange, TensorMeta
 from deploy_parity.errors import ArtifactError, EmptyOutputError, InputContractError, UnsupportedShapeError
 from deploy_parity.export.onnx_exporter import check_onnx, export_onnx
@@ -24,14 +24,16 @@ def pose():
 
 
 @pytest.fixture(scope="module")
-def onnx_path(pose, tmp_path_factory):
-    return export_onnx(pose, pose.deploy_target(HEIGHT, WIDTH, ("float32",)), cache_dir=tmp_path_factory.mktemp("c"))
+def onnx_path(pose, module_pool):
+    target = pose.deploy_target(HEIGHT, WIDTH, ("float32",))
+    return export_onnx(pose, target, module_pool.context.export_options, module_pool.context.cache_dir)
 
 
 @pytest.fixture(params=["onnxrt-cpu", "torch-cpu"])
-def runner(request, pose, onnx_path):
-    context = RunnerContext(cache_dir=onnx_path.parent.parent)
-    runner = BACKENDS[request.param].factory(pose, pose.deploy_target(HEIGHT, WIDTH, ("float32",)), context)
+def runner(request, pose, onnx_path, module_pool):
+    """A runner on the module's cache, which holds onnx_path's export."""
+    runner = BACKENDS[request.param].factory(pose, pose.deploy_target(HEIGHT, WIDTH, ("float32",)),
+                                             module_pool.context)
     with runner:
         yield runner
 
@@ -154,18 +156,16 @@ class _TwoOutputs(torch.nn.Module):
 
 
 @pytest.mark.parametrize("as_dict", [False, True], ids=["tuple", "dict"])
-def test_a_deploy_module_with_an_undeclared_output_is_an_error_on_every_backend(tmp_path, as_dict):
+def test_a_deploy_module_with_an_undeclared_output_is_an_error_on_every_backend(pool, as_dict):
     """Held to the reference's rule: an output nothing compares is never trimmed in silence,
     neither from the deploy module in PyTorch nor from the graph exported from it."""
     from dataclasses import replace
 
     from deploy_parity.check import CHECKS
-    from deploy_parity.pool import RunnerPool
     from deploy_parity.strategies import ParityExample
     from tests.tiny_cases import tiny_case
 
     case = replace(tiny_case("extra-output"), build_deploy=lambda target: _TwoOutputs(as_dict).eval())
-    pool = RunnerPool(RunnerContext(cache_dir=tmp_path))
     example = ParityExample(48, 64, 1, ("float32",), 0)
     for backend in ("torch-cpu", "onnxrt-cpu"):
         result = CHECKS["parity"](pool, case, BACKENDS[backend], example)

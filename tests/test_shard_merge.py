@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
@@ -19,7 +17,7 @@ import pytest
 from deploy_parity.records import verdict_digest
 from deploy_parity.errors import HarnessError
 from fixtures.sharding import ShardSpec, plan_shards
-from tests.suite_runs import REPO, suite_command, suite_env
+from tests.suite_runs import REPO, run_command, run_python, suite_command
 from tests.tiny_cases import write_cases_module
 
 UNITS = [(m, b) for m in ("a", "b", "c", "d", "e") for b in ("torch-cpu", "onnxrt-cpu")]
@@ -75,14 +73,13 @@ CASES = ('CASES = [tiny_case("tiny-a"), tiny_case("tiny-b", dtypes=("float32", "
 
 def _suite(tmp_path, name, module, cache, *args):
     reports = tmp_path / name
-    done = subprocess.run(suite_command(reports, cache, "--model-module", str(module), *args, history="off"),
-                          cwd=REPO, env=suite_env(), capture_output=True, text=True, timeout=900)
+    done = run_command(suite_command(reports, cache, "--model-module", str(module), *args, history="off"),
+                       timeout=900)
     return done, reports
 
 
 def _merge(*args):
-    return subprocess.run([sys.executable, "-m", "reports.merge", *map(str, args)], cwd=REPO, env=suite_env(),
-                          capture_output=True, text=True, timeout=300)
+    return run_python("-m", "reports.merge", *map(str, args))
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,13 @@ shift in x over many points; the unedited graph must pass.
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import onnx
 import pytest
 from onnx import helper, numpy_helper
 
 from tests.suite_runs import PARITY_ONLY, run_suite
+from tests.tiny_cases import export_user_graph, import_cases_module
 
 pytestmark = pytest.mark.slow
 
@@ -94,14 +93,10 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("wide")
     clean, edited = root / "wide.onnx", root / "wide_half_pixel.onnx"
     path = root / "wide_cases.py"
-    path.write_text(USER_CASES.format(clean=str(clean), edited=str(edited)))
-    spec = importlib.util.spec_from_file_location("wide_cases_for_export", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    torch.onnx.export(module.build(), (torch.rand(1, 3, 256, 256),), str(clean), dynamo=False, opset_version=17,
-                      input_names=["images"], output_names=["boxes", "scores"],
-                      dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}, "boxes": {0: "batch"},
-                                    "scores": {0: "batch"}})
+    module = import_cases_module(path, USER_CASES.format(clean=str(clean), edited=str(edited)),
+                                 "wide_cases_for_export")
+    export_user_graph(module.build(), clean, (torch.rand(1, 3, 256, 256),), ["images"], ["boxes", "scores"],
+                      {"images": {0: "batch", 2: "height", 3: "width"}, "boxes": {0: "batch"}, "scores": {0: "batch"}})
     plant_half_pixel_on_x(str(clean), str(edited))
     return run_suite(root, "-v", "--model-module", str(path), "--model", "wide-boxes,wide-boxes-half-pixel",
                      "--backend", "onnxrt-cpu", target=PARITY_ONLY)

@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from deploy_parity.backends import BACKENDS, RunnerContext
+from deploy_parity.backends import BACKENDS
 from deploy_parity.check import check_batch_consistency, check_coverage, check_parity
 from deploy_parity.compare.tensors import compare_tensors
 from deploy_parity.compare.tolerances import lookup
 from deploy_parity.compare.verdict import Verdict, combine, side_names
-from deploy_parity.pool import RunnerPool
 from deploy_parity.strategies import ParityExample
 from deploy_parity.watchdog import CaseTimeout, time_limit
 from reports.html import ReportPage, render
@@ -25,10 +24,6 @@ from reports.summary import format_table, summarise
 from tests.tiny_cases import TinyDetector, tiny_case
 
 EXAMPLE = ParityExample(48, 64, 2, ("float32",), 3)
-
-
-def pool_with_limit(tmp_path, seconds):
-    return RunnerPool(RunnerContext(cache_dir=tmp_path, case_timeout=seconds))
 
 
 def test_time_limit_interrupts_python_and_says_where():
@@ -46,15 +41,12 @@ def test_time_limit_interrupts_python_and_says_where():
     time.sleep(0.3)
 
 
-def test_a_hung_check_becomes_a_timeout_verdict_with_its_case(tmp_path):
+def test_a_hung_check_becomes_a_timeout_verdict_with_its_case(make_pool):
     case = tiny_case("tiny-hangs", sleep_seconds=30)
-    pool = pool_with_limit(tmp_path, 0.5)
-    try:
-        start = time.monotonic()
-        result = check_parity(pool, case, BACKENDS["torch-cpu"], EXAMPLE)
-        coverage = check_coverage(pool, case, BACKENDS["torch-cpu"])
-    finally:
-        pool.close()
+    pool = make_pool(case_timeout=0.5)
+    start = time.monotonic()
+    result = check_parity(pool, case, BACKENDS["torch-cpu"], EXAMPLE)
+    coverage = check_coverage(pool, case, BACKENDS["torch-cpu"])
     assert time.monotonic() - start < 10
     assert result.verdict == Verdict.TIMEOUT and coverage.verdict == Verdict.TIMEOUT
     assert result.message.startswith("TIMEOUT: parity tiny-hangs on torch-cpu ran past the time limit of 0.5 s")
@@ -96,13 +88,9 @@ class BatchLeaky(TinyDetector):
         return out + torch.tensor([8.0, 0.0, 8.0, 0.0, 0.0]) * (images.shape[0] - 1)
 
 
-def test_batch_check_names_the_image_run_alone_and_the_batched_run(tmp_path):
+def test_batch_check_names_the_image_run_alone_and_the_batched_run(pool):
     case = replace(tiny_case(), build_deploy=lambda target: BatchLeaky().eval())
-    pool = RunnerPool(RunnerContext(cache_dir=tmp_path))
-    try:
-        result = check_batch_consistency(pool, case, BACKENDS["torch-cpu"], EXAMPLE)
-    finally:
-        pool.close()
+    result = check_batch_consistency(pool, case, BACKENDS["torch-cpu"], EXAMPLE)
     assert result.verdict == Verdict.FAIL
     text = result.summary()
     assert re.search(r"run alone instance \d \(box .*\) vs batched run instance \d \(box ", text), text
@@ -141,25 +129,25 @@ class SlowToExport(TinyDetector):
         return super().forward(images)
 
 
-def test_an_export_slower_than_the_case_limit_completes_is_cached_and_the_case_passes(tmp_path):
+def test_an_export_slower_than_the_case_limit_completes_is_cached_and_the_case_passes(make_pool):
     """A cold cache must not turn the first case of a model into a TIMEOUT: the export runs
     outside the case's limit (with its own, PARITY_BUILD_TIMEOUT), is stored, and the case's
     own clock (2 s here: a loaded CI machine's check stays far inside it) counts the check alone."""
     from deploy_parity.export.onnx_exporter import STATS
 
     case = replace(tiny_case("slow-export"), build_deploy=lambda target: SlowToExport().eval())
-    pool = pool_with_limit(tmp_path, 2.0)
+    pool = make_pool(case_timeout=2.0)
     exports = STATS.exports
     result = check_parity(pool, case, BACKENDS["onnxrt-cpu"], EXAMPLE)
     assert result.verdict == Verdict.PASS, result.summary()
-    assert STATS.exports == exports + 1 and len(list((tmp_path / "onnx").glob("*.onnx"))) == 1
-    again = check_parity(pool_with_limit(tmp_path, 2.0), case, BACKENDS["onnxrt-cpu"], EXAMPLE)
+    assert STATS.exports == exports + 1 and len(list((pool.context.cache_dir / "onnx").glob("*.onnx"))) == 1
+    again = check_parity(make_pool(case_timeout=2.0), case, BACKENDS["onnxrt-cpu"], EXAMPLE)
     assert again.verdict == Verdict.PASS and STATS.exports == exports + 1  # a hit: nothing exported again
 
 
-def test_a_build_past_its_own_limit_is_a_timeout_naming_the_build(tmp_path, monkeypatch):
+def test_a_build_past_its_own_limit_is_a_timeout_naming_the_build(make_pool, monkeypatch):
     monkeypatch.setenv("PARITY_BUILD_TIMEOUT", "0.5")
     case = replace(tiny_case("slower-export"), build_deploy=lambda target: SlowToExport().eval())
-    result = check_parity(pool_with_limit(tmp_path, 60), case, BACKENDS["onnxrt-cpu"], EXAMPLE)
+    result = check_parity(make_pool(case_timeout=60), case, BACKENDS["onnxrt-cpu"], EXAMPLE)
     assert result.verdict == Verdict.TIMEOUT, result.summary()
     assert "export of slower-export" in result.message and "PARITY_BUILD_TIMEOUT" in result.message

@@ -39,6 +39,7 @@ from deploy_parity.backends.tensorrt.runner import TensorRTRunner, read_engine_i
 from deploy_parity.backends.tensorrt.build import BUILDER_FLAGS, BuildRecipe, engine_bytes_loader, polygraphy_profiles, recipe_for
 from deploy_parity.backends.tensorrt.profiles import derive_profile
 from models.pose_rtmo import CASE as POSE
+from tests.tiny_cases import export_user_graph
 
 polygraphy_trt = pytest.importorskip("polygraphy.backend.trt")  # a core dependency: never skipped after pip install -e .
 from polygraphy.exception import PolygraphyException  # noqa: E402
@@ -84,13 +85,11 @@ DYNAMIC = DeployTarget(None, None, ("float32", "int32"))
 
 @pytest.fixture(scope="module")
 def detector_onnx(tmp_path_factory):
-    path = tmp_path_factory.mktemp("polygraphy") / "detector.onnx"
     args = (torch.rand(1, 3, 64, 96), torch.tensor([[96, 64]], dtype=torch.int32))
-    torch.onnx.export(Detector(), args, str(path), dynamo=False, opset_version=17,
-                      input_names=["images", "orig_target_sizes"], output_names=["scores"],
-                      dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}, "orig_target_sizes": {0: "batch"},
-                                    "scores": {0: "batch"}})
-    return path
+    return export_user_graph(Detector(), tmp_path_factory.mktemp("polygraphy") / "detector.onnx", args,
+                             ["images", "orig_target_sizes"], ["scores"],
+                             {"images": {0: "batch", 2: "height", 3: "width"}, "orig_target_sizes": {0: "batch"},
+                              "scores": {0: "batch"}})
 
 
 PROFILES = {

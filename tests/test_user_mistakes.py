@@ -9,14 +9,12 @@ subprocess, to show the same line reaches a user's terminal.
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 from deploy_parity.compare.tensors import compare_tensors
 from deploy_parity.compare.tolerances import lookup
 from deploy_parity.watchdog import default_case_timeout, parse_seconds
-from tests.suite_runs import REPO, suite_command, suite_env
+from tests.suite_runs import REPO, run_command, suite_command
 from tests.tiny_cases import write_cases_module
 
 
@@ -42,31 +40,45 @@ def cases(tmp_path):
     return write
 
 
-def test_cases_module_that_raises_on_import(cases, capsys, monkeypatch):
-    path = cases("raise RuntimeError('broken on purpose')\n")
-    assert usage_error(capsys, monkeypatch, "--model-module", path) == (
-        f"ERROR: model module {path} (at my_cases.py:4): importing it raised RuntimeError: broken on purpose; "
-        "expected it to import cleanly and define CASES")
-
-
-def test_cases_module_importing_a_missing_package(cases, capsys, monkeypatch):
-    path = cases("import not_installed_anywhere_xyz\n")
-    assert usage_error(capsys, monkeypatch, "--model-module", path) == (
-        f"ERROR: model module {path} (at my_cases.py:4) imports 'not_installed_anywhere_xyz', which is not "
-        "installed; expected it importable (pip install it, or remove the import)")
+@pytest.mark.parametrize("body, says", [
+    pytest.param("raise RuntimeError('broken on purpose')\n",
+                 "(at my_cases.py:4): importing it raised RuntimeError: broken on purpose; expected it to import "
+                 "cleanly and define CASES", id="raises-on-import"),
+    pytest.param("import not_installed_anywhere_xyz\n",
+                 "(at my_cases.py:4) imports 'not_installed_anywhere_xyz', which is not installed; expected it "
+                 "importable (pip install it, or remove the import)", id="imports-a-missing-package"),
+    pytest.param("CASES = [tiny_case(dtypes=('flaot32',))]\n",
+                 "(at my_cases.py:4): input 'images': dtype 'flaot32' is not a numpy dtype name; expected uint8 or "
+                 "a float dtype (float32, float16, ...)", id="dtype-typo"),
+    pytest.param("CASES = [tiny_case(sizes=SizeSpace(min_side=32, max_side=96, max_aspect=0.5))]\n",
+                 "(at my_cases.py:4): SizeSpace: max_aspect 0.5: expected a number >= 1 (the longer side over the "
+                 "shorter one; 1.0 allows square sizes only)", id="max-aspect-below-one"),
+    pytest.param("CASES = [tiny_case(sizes=SizeSpace(min_side=65, max_side=90, multiple_of=32))]\n",
+                 "(at my_cases.py:4): SizeSpace: no side in [65, 90] is a multiple of 32 (the nearest are 64 and "
+                 "96); expected a range holding at least one, e.g. widen it or change multiple_of",
+                 id="size-space-with-no-valid-size"),
+    pytest.param("from dataclasses import replace\n"
+                 "case = tiny_case()\n"
+                 "CASES = [replace(case, adapter=None, "
+                 "outputs=(OutputSpec('dets', 'boxes'), OutputSpec('dets', 'raw')), to_instances=case.to_instances)]\n",
+                 "(at my_cases.py:6): tiny-det: output names ['dets'] declared more than once; expected each output "
+                 "declared once", id="duplicate-output-names"),
+    pytest.param("from dataclasses import replace\n"
+                 "CASES = [replace(tiny_case(), onnx_path=42)]\n",
+                 "(at my_cases.py:5): tiny-det: onnx_path is of type int; expected a path (str or pathlib.Path) or a "
+                 "function returning one", id="onnx-path-neither-a-path-nor-a-function"),
+])
+def test_a_mistake_in_a_cases_module_is_one_line_naming_the_module_and_the_line(cases, capsys, monkeypatch, body,
+                                                                                 says):
+    """The body is written below the helpers' imports (tests/tiny_cases.py): its first line is line 4."""
+    path = cases(body)
+    assert usage_error(capsys, monkeypatch, "--model-module", path) == f"ERROR: model module {path} {says}"
 
 
 def test_dotted_cases_module_that_does_not_exist(capsys, monkeypatch):
     assert usage_error(capsys, monkeypatch, "--model-module", "no_such_pkg.cases") == (
         "ERROR: model module no_such_pkg.cases: no module named 'no_such_pkg' on the import path; expected a "
         "dotted module name importable from here, or a path to a .py file")
-
-
-def test_dtype_typo(cases, capsys, monkeypatch):
-    path = cases("CASES = [tiny_case(dtypes=('flaot32',))]\n")
-    assert usage_error(capsys, monkeypatch, "--model-module", path) == (
-        f"ERROR: model module {path} (at my_cases.py:4): input 'images': dtype 'flaot32' is not a numpy dtype "
-        "name; expected uint8 or a float dtype (float32, float16, ...)")
 
 
 def test_unknown_hypothesis_profile_option(cases, capsys, monkeypatch):
@@ -105,38 +117,6 @@ def test_replay_with_two_models(cases, capsys, monkeypatch):
     assert usage_error(capsys, monkeypatch, "--model-module", path, "--model", "tiny-a,tiny-b", "--replay",
                        "h=64,w=64,batch=1,dtypes=float32,seed=0") == (
         "ERROR: --replay re-runs one case of one model: expected one --model NAME, got 2 (tiny-a, tiny-b)")
-
-
-def test_max_aspect_below_one(cases, capsys, monkeypatch):
-    path = cases("CASES = [tiny_case(sizes=SizeSpace(min_side=32, max_side=96, max_aspect=0.5))]\n")
-    assert usage_error(capsys, monkeypatch, "--model-module", path) == (
-        f"ERROR: model module {path} (at my_cases.py:4): SizeSpace: max_aspect 0.5: expected a number >= 1 (the "
-        "longer side over the shorter one; 1.0 allows square sizes only)")
-
-
-def test_size_space_with_no_valid_size(cases, capsys, monkeypatch):
-    path = cases("CASES = [tiny_case(sizes=SizeSpace(min_side=65, max_side=90, multiple_of=32))]\n")
-    assert usage_error(capsys, monkeypatch, "--model-module", path) == (
-        f"ERROR: model module {path} (at my_cases.py:4): SizeSpace: no side in [65, 90] is a multiple of 32 (the "
-        "nearest are 64 and 96); expected a range holding at least one, e.g. widen it or change multiple_of")
-
-
-def test_duplicate_output_names(cases, capsys, monkeypatch):
-    path = cases("from dataclasses import replace\n"
-                 "case = tiny_case()\n"
-                 "CASES = [replace(case, adapter=None, outputs=(OutputSpec('dets', 'boxes'), OutputSpec('dets', 'raw')),"
-                 " to_instances=case.to_instances)]\n")
-    assert usage_error(capsys, monkeypatch, "--model-module", path) == (
-        f"ERROR: model module {path} (at my_cases.py:6): tiny-det: output names ['dets'] declared more than once; "
-        "expected each output declared once")
-
-
-def test_onnx_path_that_is_neither_a_path_nor_a_function(cases, capsys, monkeypatch):
-    path = cases("from dataclasses import replace\n"
-                 "CASES = [replace(tiny_case(), onnx_path=42)]\n")
-    assert usage_error(capsys, monkeypatch, "--model-module", path) == (
-        f"ERROR: model module {path} (at my_cases.py:5): tiny-det: onnx_path is of type int; expected a path (str or "
-        "pathlib.Path) or a function returning one")
 
 
 def test_onnx_path_given_as_a_function_is_made_on_first_use_and_its_failures_name_the_case(tmp_path):
@@ -214,9 +194,8 @@ def test_bad_case_timeout(cases, capsys, monkeypatch):
 
 def test_a_real_process_shows_the_same_single_line(tmp_path):
     path = write_cases_module(tmp_path / "my_cases.py", "CASES = [tiny_case()]\n")
-    command = suite_command(tmp_path / "reports", tmp_path / "cache", "--model-module", str(path), "--collect-only",
-                            profile="nitghly")
-    done = subprocess.run(command, cwd=REPO, env=suite_env(), capture_output=True, text=True, timeout=300)
+    done = run_command(suite_command(tmp_path / "reports", tmp_path / "cache", "--model-module", str(path),
+                                     "--collect-only", profile="nitghly"))
     assert done.returncode == 4, done.stdout + done.stderr
     assert done.stderr.strip() == ("ERROR: --hypothesis-profile 'nitghly': no such Hypothesis profile; expected one "
                                    "of dev, ci, nightly, replay")

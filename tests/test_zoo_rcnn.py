@@ -14,7 +14,7 @@ import pytest
 import torch
 from torchvision.models.detection.roi_heads import heatmaps_to_keypoints
 
-from deploy_parity.backends import BACKENDS, RunnerContext
+from deploy_parity.backends import BACKENDS
 from deploy_parity.contracts.bounds import onnx_graph_bounds
 from deploy_parity.check import candidate_runner, check_parity
 from deploy_parity.compare.case_outputs import compare_case_outputs
@@ -24,7 +24,6 @@ from models.rcnn_decoding import clamp_to_image, decode_heatmaps_eager, decode_h
 from deploy_parity.errors import UnsupportedShapeError
 from deploy_parity.export.onnx_exporter import export_onnx
 from deploy_parity.inputs import make_feed
-from deploy_parity.pool import RunnerPool
 from deploy_parity.strategies import ParityExample
 from models import keypoint_rcnn, mask_rcnn
 from models.training.detectors import held_out_scenes
@@ -205,33 +204,26 @@ def test_feed_has_a_small_share_of_empty_scenes():
 # ---------------------------------------------------------------- fixed-size graph
 
 
-@pytest.fixture(scope="module")
-def fixed_pool(tmp_path_factory):
-    pool = RunnerPool(RunnerContext(cache_dir=tmp_path_factory.mktemp("parity-cache")))
-    yield pool
-    pool.close()
-
-
-def test_fixed_graph_declares_only_its_export_size(fixed_pool):
+def test_fixed_graph_declares_only_its_export_size(module_pool):
     """The exported graph has static H and W, and the bounds the suites draw from are
     read from it."""
     case = mask_rcnn.FIXED
     target = case.deploy_target(96, 128, case.default_dtypes())
-    path = export_onnx(case, target, fixed_pool.context.export_options, fixed_pool.context.cache_dir)
+    path = export_onnx(case, target, module_pool.context.export_options, module_pool.context.cache_dir)
     graph_bounds = onnx_graph_bounds(case, path)
     assert (graph_bounds.fixed_height, graph_bounds.fixed_width) == mask_rcnn.EXPORT_SIZE
-    suite_bounds = fixed_pool.bounds(case, BACKENDS["onnxrt-cpu"])
+    suite_bounds = module_pool.bounds(case, BACKENDS["onnxrt-cpu"])
     assert (suite_bounds.fixed_height, suite_bounds.fixed_width) == mask_rcnn.EXPORT_SIZE
     assert "not the only accepted size" in suite_bounds.why_not(96, 128, 1)
 
 
 @pytest.mark.parametrize("backend_name", ["onnxrt-cpu", "torch-cpu"])
-def test_fixed_graph_refuses_other_sizes(fixed_pool, backend_name):
+def test_fixed_graph_refuses_other_sizes(module_pool, backend_name):
     """A size other than the export size is refused before inference, naming the input
     and the accepted shape; the parity check reports REFUSED, not a failure or a pass."""
     case, backend = mask_rcnn.FIXED, BACKENDS[backend_name]
     example = ParityExample(96, 128, 1, case.default_dtypes(), seed=0)
-    runner = candidate_runner(fixed_pool, case, backend, example)
+    runner = candidate_runner(module_pool, case, backend, example)
     with pytest.raises(UnsupportedShapeError) as refusal:
         runner.infer(make_feed(case, 96, 128, 1, 0))
     height, width = mask_rcnn.EXPORT_SIZE
@@ -239,11 +231,11 @@ def test_fixed_graph_refuses_other_sizes(fixed_pool, backend_name):
     assert f"3, {height}, {width})" in refusal.value.expected  # the accepted shape
     assert "dimension 2 = 96" in str(refusal.value)
 
-    result = check_parity(fixed_pool, case, backend, example)
+    result = check_parity(module_pool, case, backend, example)
     assert result.verdict == Verdict.REFUSED
     assert f"{height}, {width})" in result.message
 
-    at_export = check_parity(fixed_pool, case, backend, ParityExample(height, width, 1, case.default_dtypes(), 0))
+    at_export = check_parity(module_pool, case, backend, ParityExample(height, width, 1, case.default_dtypes(), 0))
     assert at_export.verdict == Verdict.PASS, at_export.summary()
 
 

@@ -4,10 +4,13 @@ subprocess run of it to a few seconds.
 
 `write_cases_module(path, **options)` writes a cases module a test points the suites at
 with --model-module; the options make the mistakes and slow models the tests need.
+`import_cases_module` writes a user's own cases module and imports it (to build its models),
+and `export_user_graph` exports a model as a user's torch.onnx.export call would.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import textwrap
 import time
@@ -78,3 +81,21 @@ def write_cases_module(path: Path, body: str = "CASES = [tiny_case()]\n") -> Pat
                     "from deploy_parity import InputSpec, ModelCase, OutputSpec, SizeSpace\n\n"
                     + textwrap.dedent(body))
     return path
+
+
+def import_cases_module(path: Path, text: str, name: str):
+    """`text` written to `path` and imported as module `name`: a user's cases module, whose
+    models a test builds (and exports) before the suites are pointed at the file."""
+    Path(path).write_text(text)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def export_user_graph(model: nn.Module, path: Path, sample: tuple, inputs: list, outputs: list,
+                      dynamic_axes: dict | None = None) -> Path:
+    """`model` exported to `path` as a user does: torch.onnx.export (TorchScript, opset 17)."""
+    torch.onnx.export(model, sample, str(path), dynamo=False, opset_version=17, input_names=inputs,
+                      output_names=outputs, dynamic_axes=dynamic_axes)
+    return Path(path)
