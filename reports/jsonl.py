@@ -42,15 +42,20 @@ def merge_jsonl(paths, merged: Path, run_uid: str = None) -> list:
     for path in paths:
         if Path(path).is_file():
             records += [r for r in read_jsonl(path) if run_uid is None or r.get("run") == run_uid]
-    merged = Path(merged)
-    merged.parent.mkdir(parents=True, exist_ok=True)
-    tmp = merged.with_name(f".{merged.name}.tmp{os.getpid()}")
+    write_jsonl(records, merged)
+    return records
+
+
+def write_jsonl(records: list, path: Path) -> None:
+    """`records` as `path`, one JSON line each, written whole or not at all."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "w", encoding="utf-8") as handle:
             for record in records:
                 handle.write(json.dumps(record, sort_keys=True) + "\n")
-        os.replace(tmp, merged)
+        os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
-    return records

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Optional
 
 from reports.history import HistoryStore, RunIdentity
-from reports.jsonl import merge_jsonl
+from deploy_parity.records import read_jsonl
+from reports.jsonl import write_jsonl
 
 # What a shard directory holds that the merged report does not copy: the history is
 # merged as records, its run rows belong to the shard's own machine.
@@ -49,8 +50,6 @@ def read_shard(directory: Path) -> dict:
     if not isinstance(shard, dict) or not {"index", "count", "plan_digest", "units"} <= set(shard):
         raise MergeError(f"{run_path}: not a shard's run (no 'shard' entry: was it run with --shard K/N?)")
     results = directory / (run.get("results") or "results.jsonl")
-    from reports.jsonl import read_jsonl
-
     try:
         records = [r for r in read_jsonl(results) if r.get("run") == run.get("run_uid")] if results.is_file() else []
     except ValueError as error:
@@ -162,13 +161,7 @@ def merge_shards(directories: list, into: Path, history_db: Optional[str], html:
     for shard in shards:
         for record in shard["records"]:
             records.append({**record, "run": uid, "shard": shard["run"]["shard"]["index"]})
-    results = into / "results.jsonl"
-    staged = into / ".shard-records.jsonl"
-    staged.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
-    try:
-        merge_jsonl([staged], results)
-    finally:
-        staged.unlink(missing_ok=True)
+    write_jsonl(records, into / "results.jsonl")
     environment = runs[0].get("environment") or {}
     if history_db is not None:
         store = HistoryStore(Path(history_db))

@@ -144,6 +144,8 @@ def plan_engines(case, backend, budget: int) -> Optional[EnginePlan]:
 
 def within_engine_budget(case, backend, bounds: ShapeBounds, budget: int) -> ShapeBounds:
     """`bounds` with the sizes a per-size model draws on an engine-building backend (else unchanged)."""
+    if case.spatial_binding != "per-size" or not builds_engines(backend):  # every check asks: answer cheaply
+        return bounds
     plan = plan_engines(case, backend, budget)
     if plan is None or plan.binding != "per-size" or bounds.fixed_height is not None:
         return bounds
