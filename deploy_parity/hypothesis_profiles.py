@@ -26,7 +26,7 @@ _PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shri
 def steady_generation() -> bool:
     """Examples that depend only on the test and its profile, not on what else ran in the process.
 
-    Hypothesis (6.13x and later) now and then draws a number it found as a literal in the
+    Recent Hypothesis (6.170 here) now and then draws a number it found as a literal in the
     "local" modules (outside site-packages) imported so far: this harness, the zoo, the
     user's cases module. That pool grows as model modules are imported, so the same
     derandomized test drew other sizes in a run of one model than in a run of the zoo
