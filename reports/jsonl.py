@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from deploy_parity.records import read_jsonl  # noqa: F401 - the reader lives with the format, in the package
+from deploy_parity.records import read_jsonl  # the reader lives with the format, in the package
 
 
 class JsonlWriter:

@@ -126,6 +126,11 @@ class EnginePlan:
         return line
 
 
+def _user_engine(case, backend) -> bool:
+    """The backend loads the case's own .engine: it builds none."""
+    return case.engine_path is not None and backend.artifact == "engine"
+
+
 def plan_engines(case, backend, budget: int) -> Optional[EnginePlan]:
     """The plan for (case, backend), or None when the backend builds no engine."""
     if not builds_engines(backend):
@@ -133,7 +138,7 @@ def plan_engines(case, backend, budget: int) -> Optional[EnginePlan]:
     bounds = case_bounds(case)
     signatures = dtype_signatures(case, bounds)
     accepted = all_sizes(bounds)
-    if case.engine_path is not None and backend.artifact == "engine":
+    if _user_engine(case, backend):
         return EnginePlan(case.name, backend.name, "user engine", 0, signatures, (), accepted, budget)
     if case.spatial_binding != "per-size":
         return EnginePlan(case.name, backend.name, case.spatial_binding, signatures, signatures, (), accepted, budget)
@@ -143,18 +148,18 @@ def plan_engines(case, backend, budget: int) -> Optional[EnginePlan]:
 
 
 def within_engine_budget(case, backend, bounds: ShapeBounds, budget: int) -> ShapeBounds:
-    """`bounds` with the sizes a per-size model draws on an engine-building backend (else unchanged)."""
-    if case.spatial_binding != "per-size" or not builds_engines(backend):  # every check asks: answer cheaply
+    """`bounds` with the sizes a per-size model draws on an engine-building backend (else
+    unchanged): the spread plan_engines plans, drawn from what the artifact accepts."""
+    if (case.spatial_binding != "per-size" or not builds_engines(backend) or bounds.fixed_height is not None
+            or _user_engine(case, backend)):
         return bounds
-    plan = plan_engines(case, backend, budget)
-    if plan is None or plan.binding != "per-size" or bounds.fixed_height is not None:
-        return bounds
-    sizes = tuple(size for size in budget_sizes(case, bounds, len(plan.sizes)) if not bounds.why_not(*size, 1))
+    count = max(1, budget // dtype_signatures(case))
+    sizes = tuple(size for size in budget_sizes(case, bounds, count) if not bounds.why_not(*size, 1))
     if not sizes:
         return bounds
     return replace(bounds, sizes=sizes, sizes_reason=(
-        f"engine budget {budget}: {len(sizes)} of {plan.accepted_sizes} sizes (one {backend.name} engine per size; "
-        f"--engine-budget)"))
+        f"engine budget {budget}: {len(sizes)} of {all_sizes(case_bounds(case))} sizes (one {backend.name} engine "
+        "per size; --engine-budget)"))
 
 
 def format_plan(plans: list, budget: int) -> str:
